@@ -1,0 +1,1 @@
+"""One module per mail provider, each implementing `mailtriage.core.ports.Mailbox`."""

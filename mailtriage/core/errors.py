@@ -1,0 +1,77 @@
+"""The one exception tree of mailtriage.
+
+    MailtriageError
+    ├── ConfigError            bad configuration; names the file and the field
+    ├── MessageParseError      a message that cannot be turned into text; carries a skip reason
+    ├── ClassifierError        the model could not give a usable answer (retry later)
+    ├── LedgerError            the state database is unreachable or inconsistent
+    └── ConnectorError         the mail provider refused or failed
+        ├── AuthError          credentials rejected, token not obtainable
+        ├── AccessDeniedError  the app may not touch this mailbox (scope/delegation)
+        ├── ThrottledError     provider asked us to slow down; carries retry_after_s
+        ├── CursorExpiredError delta/history token no longer valid: resync needed
+        └── NotFoundError      the message or folder is gone
+
+Connectors translate SDK exceptions into this tree at their edge so the pipeline can choose
+between retry, skip-mailbox and record-as-failed without knowing any SDK.
+"""
+
+from __future__ import annotations
+
+
+class MailtriageError(Exception):
+    """Base of every error mailtriage raises on purpose."""
+
+
+class ConfigError(MailtriageError):
+    """Invalid configuration. The message names the file and the field."""
+
+
+class MessageParseError(MailtriageError):
+    """A message could not be parsed; `reason` is the short, recorded skip reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ClassifierError(MailtriageError):
+    """The classifier failed in a way that should be retried later."""
+
+
+class LedgerError(MailtriageError):
+    """The state database failed."""
+
+
+class ConnectorError(MailtriageError):
+    """A mail provider call failed."""
+
+    def __init__(self, message: str, *, mailbox: str | None = None) -> None:
+        super().__init__(message)
+        self.mailbox = mailbox
+
+
+class AuthError(ConnectorError):
+    """Authentication failed: credentials wrong, expired or not granted."""
+
+
+class AccessDeniedError(ConnectorError):
+    """The app is not allowed to access this mailbox; the message says how to fix it."""
+
+
+class ThrottledError(ConnectorError):
+    """The provider throttled us and retries were exhausted."""
+
+    def __init__(
+        self, message: str, *, mailbox: str | None = None, retry_after_s: float | None = None
+    ) -> None:
+        super().__init__(message, mailbox=mailbox)
+        self.retry_after_s = retry_after_s
+
+
+class CursorExpiredError(ConnectorError):
+    """The stored delta/history cursor is no longer valid; a bounded resync is needed."""
+
+
+class NotFoundError(ConnectorError):
+    """The message, folder or label no longer exists."""

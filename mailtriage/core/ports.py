@@ -1,0 +1,128 @@
+"""The interfaces the core needs from the outside world (ports); connectors implement them.
+
+The pipeline talks only to these protocols, so a Graph mailbox, a Gmail mailbox and a
+test fake are interchangeable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from mailtriage.core.actions import Action, ActionPlan
+from mailtriage.core.decision import Decision
+from mailtriage.core.message import Message
+
+
+@dataclass(slots=True)
+class Failure:
+    """A message the connector saw but could not turn into a `Message`.
+
+    It stays untouched in the inbox; the pipeline records it with `reason`.
+    """
+
+    provider_id: str
+    reason: str
+    internet_message_id: str | None = None
+    subject: str = ""
+
+
+@dataclass(slots=True)
+class Change:
+    """A staff move of a message already triaged (seen through delta/history).
+
+    `location` is the folder path or label name the message now sits in.
+    """
+
+    provider_id: str
+    location: str
+    internet_message_id: str | None = None
+
+
+@dataclass(slots=True)
+class ChangePage:
+    """One page of intake: new messages, failures, and the cursor to resume from.
+
+    `cursor` is opaque to the core (a Graph deltaLink, a Gmail historyId). It is persisted
+    only after the page's messages are recorded, so a crash replays, never skips.
+    `more` says another page is ready right away.
+    """
+
+    messages: list[Message] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    moves: list[Change] = field(default_factory=list)
+    cursor: str | None = None
+    more: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    """Outcome of one action; `new_provider_id` is set when a move changed the id."""
+
+    action: Action
+    ok: bool
+    error: str = ""
+    new_provider_id: str | None = None
+
+
+@runtime_checkable
+class Mailbox(Protocol):
+    """One shared mailbox at a provider."""
+
+    provider: str  # "graph" | "gmail" | "files" ...
+    address: str
+
+    async def changes(self, cursor: str | None) -> ChangePage:
+        """New inbox messages since `cursor` (None: start per the backfill settings)."""
+        ...
+
+    async def apply(self, message: Message, plan: ActionPlan) -> Sequence[ActionResult]:
+        """Apply the plan natively, in order; stop at the first failed action."""
+        ...
+
+    async def mark_processed(self, message: Message, decision: Decision) -> None:
+        """Leave a durable marker on the message (extended property / label)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Classifier(Protocol):
+    """Anything that turns a Message into a Decision among the configured categories."""
+
+    name: str
+
+    async def classify(self, message: Message) -> Decision: ...
+
+
+@runtime_checkable
+class StateStore(Protocol):
+    """Small per-mailbox key/value state kept in the ledger database.
+
+    Connectors keep provider state here: subscription ids and expiry, Gmail watch expiry,
+    folder/label id caches. Values are strings (JSON when structured).
+    """
+
+    async def get(self, mailbox: str, key: str) -> str | None: ...
+
+    async def put(self, mailbox: str, key: str, value: str | None) -> None:
+        """Store `value`; None deletes the key."""
+        ...
+
+
+class MemoryStateStore:
+    """In-memory StateStore, for previews and tests."""
+
+    def __init__(self) -> None:
+        self._data: dict[tuple[str, str], str] = {}
+
+    async def get(self, mailbox: str, key: str) -> str | None:
+        return self._data.get((mailbox, key))
+
+    async def put(self, mailbox: str, key: str, value: str | None) -> None:
+        if value is None:
+            self._data.pop((mailbox, key), None)
+        else:
+            self._data[(mailbox, key)] = value
