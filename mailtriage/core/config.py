@@ -169,6 +169,16 @@ class GraphSettings(_Model):
     authority_host: str | None = None
     # Optional: skip real auth (sandbox/tests only); never use against Microsoft.
     anonymous: bool = False
+    # Requests in flight per mailbox (Outlook allows 4 concurrent requests).
+    max_concurrency: int = Field(4, ge=1, le=4)
+    timeout_s: float = Field(30.0, gt=0, le=300)
+    # Delta page size (Prefer: odata.maxpagesize).
+    page_size: int = Field(50, ge=1, le=1000)
+    # After an expired delta token, re-read this far back (the ledger drops what it has).
+    resync_window_hours: float = Field(48.0, gt=0, le=24 * 30)
+    # Subscriptions last at most 4230 min for messages; renew when less than this remains.
+    subscription_minutes: int = Field(4200, ge=45, le=4230)
+    renew_before_minutes: int = Field(720, ge=5, le=4000)
 
 
 class GmailSettings(_Model):

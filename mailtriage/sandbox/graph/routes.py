@@ -735,6 +735,12 @@ class GraphApp:
                 self._need(mb, "Mail.ReadWrite")
                 self.state.remove(mb, msg)
                 return Response(status_code=204)
+        if action == "attachments" and method == "GET":
+            full = render_message(mb, msg, prefs, ["id"], "attachments")["attachments"]
+            if select:
+                keep = {s.lower() for s in select} | {"id", "@odata.type"}
+                full = [{k: v for k, v in a.items() if k.lower() in keep} for a in full]
+            return JSONResponse({"value": full})
         if method != "POST":
             raise GraphError(405, "ErrorInvalidRequest", "Method not allowed.")
         if action == "move":

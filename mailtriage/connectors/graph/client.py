@@ -1,0 +1,244 @@
+"""Building a `GraphServiceClient`: credentials, base URL, retry and the per-mailbox cap.
+
+The SDK's own RetryHandler is switched off and replaced by `GraphTransport`, because:
+- it falls back to a ≥3 s backoff when `Retry-After: 0` is sent and cannot be zeroed in tests;
+- it honours any Retry-After below 180 s without a bound of our choosing;
+- it sits above the transport, so a semaphore placed there would be held while it sleeps.
+`GraphTransport` limits requests in flight per mailbox (Outlook allows 4) and retries
+429/503/504 honouring Retry-After, sleeping *outside* the semaphore.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import re
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import httpx
+from kiota_abstractions.authentication import (
+    AnonymousAuthenticationProvider,
+    AuthenticationProvider,
+)
+from kiota_authentication_azure.azure_identity_authentication_provider import (
+    AzureIdentityAuthenticationProvider,
+)
+from kiota_http.middleware.options import RetryHandlerOption
+from msgraph.graph_request_adapter import GraphRequestAdapter
+from msgraph.graph_service_client import GraphServiceClient
+from msgraph_core import GraphClientFactory
+
+from mailtriage.core.config import GraphSettings, read_secret
+from mailtriage.core.errors import ConfigError
+
+GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+RETRY_STATUSES = frozenset({429, 503, 504})
+_USER = re.compile(r"/users/([^/]+)", re.I)
+
+
+@dataclass
+class RetryPolicy:
+    """How throttled requests are retried; tests set `delay_scale = 0`."""
+
+    max_retries: int = 8
+    base_delay_s: float = 0.5
+    max_backoff_s: float = 30.0
+    # A Retry-After above this is not waited for: the error surfaces as ThrottledError.
+    max_retry_after_s: float = 120.0
+
+    delay_scale = 1.0  # class attribute, shared: 0 in tests
+
+    def delay(self, attempt: int, retry_after: str | None) -> float | None:
+        """Seconds to wait before retry `attempt` (0-based); None means give up."""
+        wait = parse_retry_after(retry_after)
+        if wait is None:
+            wait = min(self.base_delay_s * 2**attempt, self.max_backoff_s)
+        elif wait > self.max_retry_after_s:
+            return None
+        return wait * RetryPolicy.delay_scale
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds (delta-seconds or HTTP date), None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def mailbox_of(url: httpx.URL | str) -> str:
+    """The mailbox a request targets ('/users/{id}/...'), '' for tenant-level calls."""
+    path = urlsplit(str(url)).path
+    m = _USER.search(path)
+    return unquote(m.group(1)).lower() if m else ""
+
+
+class GraphTransport(httpx.AsyncBaseTransport):
+    """Caps requests in flight per mailbox and retries throttled ones (Retry-After)."""
+
+    def __init__(
+        self,
+        inner: httpx.AsyncBaseTransport | None = None,
+        *,
+        max_concurrency: int = 4,
+        policy: RetryPolicy | None = None,
+    ) -> None:
+        self._inner = inner or httpx.AsyncHTTPTransport()
+        self._limit = max_concurrency
+        self._sems: dict[str, asyncio.Semaphore] = {}
+        self.policy = policy or RetryPolicy()
+        self.requests = 0
+        self.retries = 0
+        self.in_flight: dict[str, int] = {}
+        self.max_in_flight: dict[str, int] = {}
+
+    def _sem(self, key: str) -> asyncio.Semaphore:
+        sem = self._sems.get(key)
+        if sem is None:
+            sem = self._sems[key] = asyncio.Semaphore(self._limit)
+        return sem
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        key = mailbox_of(request.url)
+        attempt = 0
+        while True:
+            async with self._sem(key):
+                self.requests += 1
+                n = self.in_flight[key] = self.in_flight.get(key, 0) + 1
+                self.max_in_flight[key] = max(self.max_in_flight.get(key, 0), n)
+                try:
+                    response = await self._inner.handle_async_request(request)
+                finally:
+                    self.in_flight[key] -= 1
+            if response.status_code not in RETRY_STATUSES or attempt >= self.policy.max_retries:
+                return response
+            delay = self.policy.delay(attempt, response.headers.get("retry-after"))
+            if delay is None:
+                return response
+            await response.aread()
+            await response.aclose()
+            attempt += 1
+            self.retries += 1
+            if delay:
+                await asyncio.sleep(delay)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class StaticTokenCredential:
+    """A TokenCredential returning a fixed token (sandbox only: `graph.anonymous`)."""
+
+    def __init__(self, token: str = "sandbox-token") -> None:
+        self._token = token
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        from azure.core.credentials import AccessToken
+
+        return AccessToken(self._token, int(time.time()) + 3600)
+
+
+def build_credential(settings: GraphSettings) -> Any:
+    """An async azure-identity credential from the settings (secret or certificate).
+
+    Note: azure-identity refuses a non-https `authority`, so a loopback token endpoint
+    cannot be used with it; the sandbox runs with `anonymous = true` instead.
+    """
+    from azure.identity.aio import CertificateCredential, ClientSecretCredential
+
+    if not settings.tenant_id or not settings.client_id:
+        raise ConfigError("graph.tenant_id and graph.client_id are required")
+    kwargs: dict[str, Any] = {}
+    if settings.authority_host:
+        kwargs["authority"] = settings.authority_host
+    secret = read_secret(
+        settings.client_secret_env, settings.client_secret_file, what="graph.client_secret_env"
+    )
+    if secret is not None:
+        return ClientSecretCredential(
+            settings.tenant_id, settings.client_id, secret.get_secret_value(), **kwargs
+        )
+    if settings.certificate_file:
+        password = read_secret(
+            settings.certificate_password_env, None, what="graph.certificate_password_env"
+        )
+        return CertificateCredential(
+            settings.tenant_id,
+            settings.client_id,
+            settings.certificate_file,
+            password=password.get_secret_value() if password else None,
+            **kwargs,
+        )
+    raise ConfigError(
+        "graph: give client_secret_env, client_secret_file or certificate_file "
+        "(app-only credentials of the Entra app)"
+    )
+
+
+@dataclass
+class GraphClient:
+    """The SDK client plus what mailtriage needs around it (transport stats, closing)."""
+
+    sdk: GraphServiceClient
+    http: httpx.AsyncClient
+    transport: GraphTransport
+    base_url: str
+    credential: Any = None
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+        close = getattr(self.credential, "close", None)
+        if close is not None:
+            result = close()
+            if asyncio.iscoroutine(result):
+                await result
+
+
+def build_client(
+    settings: GraphSettings,
+    *,
+    credential: Any = None,
+    inner_transport: httpx.AsyncBaseTransport | None = None,
+    policy: RetryPolicy | None = None,
+) -> GraphClient:
+    """A GraphServiceClient on `settings.base_url` with the SDK's middleware minus its retry.
+
+    `adapter.base_url` is set explicitly: without it the SDK requests `/v1.0//users/...`.
+    """
+    base = settings.base_url.rstrip("/")
+    transport = GraphTransport(
+        inner_transport, max_concurrency=settings.max_concurrency, policy=policy
+    )
+    http = GraphClientFactory.create_with_default_middleware(
+        client=httpx.AsyncClient(base_url=base, transport=transport, timeout=settings.timeout_s),
+        options={RetryHandlerOption.get_key(): RetryHandlerOption(max_retries=0)},
+    )
+    if credential is None and not settings.anonymous:
+        credential = build_credential(settings)
+    auth: AuthenticationProvider
+    if credential is None:
+        auth = AnonymousAuthenticationProvider()
+    else:
+        host = urlsplit(base).hostname or ""
+        auth = AzureIdentityAuthenticationProvider(
+            credential, scopes=[GRAPH_SCOPE], allowed_hosts=[host]
+        )
+    adapter = GraphRequestAdapter(auth, client=http)
+    adapter.base_url = base
+    return GraphClient(
+        GraphServiceClient(request_adapter=adapter), http, transport, base, credential
+    )

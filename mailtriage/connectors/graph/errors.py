@@ -1,0 +1,101 @@
+"""Translate msgraph-sdk / azure-identity / httpx failures into `mailtriage.core.errors`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+from kiota_abstractions.api_error import APIError
+
+from mailtriage.connectors.graph.client import parse_retry_after
+from mailtriage.core.errors import (
+    AccessDeniedError,
+    AuthError,
+    ConnectorError,
+    CursorExpiredError,
+    NotFoundError,
+    ThrottledError,
+)
+
+CURSOR_CODES = frozenset({"syncstatenotfound", "resyncrequired", "syncstateinvalid"})
+ACCESS_CODES = frozenset(
+    {"erroraccessdenied", "accessdenied", "extensionerror", "authorization_requestdenied"}
+)
+
+
+def access_fix(mailbox: str) -> str:
+    return (
+        f"Microsoft 365 denied the mailtriage app access to mailbox {mailbox}. Fix: add it to "
+        "the app's RBAC for Applications management scope (manifest/m365/scope-mailboxes.ps1, "
+        "New-ManagementScope / New-ManagementRoleAssignment) and check with "
+        f"Test-ServicePrincipalAuthorization -Identity <app id> -Resource {mailbox}"
+    )
+
+
+def error_code(exc: APIError) -> str:
+    """The Graph error code of an ODataError ('' when the body had none)."""
+    err = getattr(exc, "error", None)
+    return str(getattr(err, "code", "") or "")
+
+
+def error_message(exc: APIError) -> str:
+    err = getattr(exc, "error", None)
+    return str(getattr(err, "message", "") or exc.message or exc)
+
+
+def translate(exc: BaseException, mailbox: str | None) -> ConnectorError:
+    """The core error for one SDK/transport/auth exception."""
+    where = f" (mailbox {mailbox})" if mailbox else ""
+    if isinstance(exc, APIError):
+        status = exc.response_status_code or 0
+        code = error_code(exc)
+        low = code.lower()
+        text = f"Graph {status} {code}: {error_message(exc)}{where}"
+        if status == 401 or low in {"invalidauthenticationtoken", "unauthenticated"}:
+            return AuthError(
+                text + ". Check graph.tenant_id, client_id and the secret/certificate.",
+                mailbox=mailbox,
+            )
+        if status == 403 and low in ACCESS_CODES:
+            return AccessDeniedError(access_fix(mailbox or "?") + f" [{code}]", mailbox=mailbox)
+        if status in (429, 503, 504):
+            headers = exc.response_headers or {}
+            ra = None
+            for k, v in dict(headers).items():
+                if str(k).lower() == "retry-after":
+                    ra = parse_retry_after(v if isinstance(v, str) else ",".join(v))
+            return ThrottledError(text, mailbox=mailbox, retry_after_s=ra)
+        if status == 410 or low in CURSOR_CODES:
+            return CursorExpiredError(text, mailbox=mailbox)
+        if status == 404:
+            return NotFoundError(text, mailbox=mailbox)
+        return ConnectorError(text, mailbox=mailbox)
+    try:
+        from azure.core.exceptions import ClientAuthenticationError
+    except ImportError:  # pragma: no cover
+        ClientAuthenticationError = ()  # type: ignore[assignment,misc]
+    if isinstance(exc, ClientAuthenticationError):
+        return AuthError(
+            "Could not obtain a Microsoft Graph token: check graph.tenant_id, client_id and "
+            f"the client secret/certificate ({type(exc).__name__})",
+            mailbox=mailbox,
+        )
+    if isinstance(exc, httpx.HTTPError):
+        return ConnectorError(f"Graph transport error{where}: {exc}", mailbox=mailbox)
+    return ConnectorError(f"Graph call failed{where}: {type(exc).__name__}: {exc}", mailbox=mailbox)
+
+
+@contextmanager
+def map_graph_errors(mailbox: str | None) -> Iterator[None]:
+    """`with map_graph_errors(addr): ...` raises core errors, chained to the original."""
+    try:
+        yield
+    except ConnectorError:
+        raise
+    except (APIError, httpx.HTTPError) as exc:
+        raise translate(exc, mailbox) from exc
+    except Exception as exc:
+        if type(exc).__module__.startswith(("azure.", "msal")):
+            raise translate(exc, mailbox) from exc
+        raise

@@ -1,0 +1,436 @@
+"""`GraphMailbox`: one shared Microsoft 365 mailbox through msgraph-sdk (app-only).
+
+Intake is a delta query on the Inbox (created items only, `$select` of what the core
+needs, text bodies, immutable ids); the deltaLink is the cursor. Actions are native:
+Outlook categories, folder moves, createForward → PATCH → send, isRead, and a named
+extended property as the durable "processed" marker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+from kiota_abstractions.base_request_configuration import RequestConfiguration
+from msgraph.generated.models.category_color import CategoryColor
+from msgraph.generated.models.email_address import EmailAddress
+from msgraph.generated.models.internet_message_header import InternetMessageHeader
+from msgraph.generated.models.mail_folder import MailFolder
+from msgraph.generated.models.message import Message as GraphMessage
+from msgraph.generated.models.outlook_category import OutlookCategory
+from msgraph.generated.models.recipient import Recipient
+from msgraph.generated.models.single_value_legacy_extended_property import (
+    SingleValueLegacyExtendedProperty,
+)
+from msgraph.generated.users.item.mail_folders.item.child_folders.child_folders_request_builder import (  # noqa: E501
+    ChildFoldersRequestBuilder,
+)
+from msgraph.generated.users.item.messages.item.attachments.attachments_request_builder import (
+    AttachmentsRequestBuilder,
+)
+from msgraph.generated.users.item.messages.item.create_forward.create_forward_post_request_body import (  # noqa: E501
+    CreateForwardPostRequestBody,
+)
+from msgraph.generated.users.item.messages.item.move.move_post_request_body import (
+    MovePostRequestBody,
+)
+
+from mailtriage.connectors.graph.client import GraphClient, build_client
+from mailtriage.connectors.graph.convert import (
+    EXPAND_MARKER,
+    MARKER_ID,
+    SELECT,
+    is_removed,
+    to_message,
+)
+from mailtriage.connectors.graph.errors import map_graph_errors
+from mailtriage.core.actions import Action, ActionPlan, Forward, Label, MarkRead, Move
+from mailtriage.core.config import MailboxSettings, Settings
+from mailtriage.core.decision import Decision
+from mailtriage.core.errors import (
+    AccessDeniedError,
+    AuthError,
+    ConnectorError,
+    CursorExpiredError,
+    NotFoundError,
+)
+from mailtriage.core.message import Attachment, Message
+from mailtriage.core.ports import ActionResult, ChangePage, Failure, StateStore
+
+try:
+    from mailtriage.core.rules import LOOP_HEADER
+except ImportError:  # until the lead's rules module lands
+    LOOP_HEADER = "X-Mailtriage"
+
+log = logging.getLogger(__name__)
+
+PREFER_TEXT = 'outlook.body-content-type="text"'
+PREFER_IMMUTABLE = 'IdType="ImmutableId"'
+
+
+def _color(value: str | None) -> CategoryColor:
+    """`preset0`..`preset24` from the config; anything else means no colour."""
+    try:
+        return CategoryColor(value) if value else CategoryColor.None_
+    except ValueError:
+        return CategoryColor.None_
+
+
+def _cfg(*prefer: str, query: Any = None) -> RequestConfiguration[Any]:
+    cfg: RequestConfiguration[Any] = RequestConfiguration(query_parameters=query)
+    for p in prefer:
+        cfg.headers.add("Prefer", p)
+    return cfg
+
+
+def _iso(dt: datetime) -> str:
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _recipient(address: str) -> Recipient:
+    return Recipient(email_address=EmailAddress(address=address))
+
+
+class GraphMailbox:
+    """A shared mailbox at Microsoft 365; implements `mailtriage.core.ports.Mailbox`."""
+
+    provider = "graph"
+    supports_push = True
+
+    def __init__(
+        self,
+        address: str,
+        client: GraphClient,
+        store: StateStore,
+        settings: Settings,
+        *,
+        mailbox_settings: MailboxSettings | None = None,
+        owns_client: bool = True,
+    ) -> None:
+        self.address = address.lower()
+        self.client = client
+        self.store = store
+        self.settings = settings
+        self.mailbox_settings = mailbox_settings or settings.mailbox(self.address)
+        self._owns_client = owns_client
+        self._master: set[str] | None = None
+        self._master_denied = False
+        self._folders: dict[str, str] = {}
+        self._folder_lock = asyncio.Lock()
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        mailbox: MailboxSettings,
+        store: StateStore,
+        *,
+        client: GraphClient | None = None,
+        credential: Any = None,
+    ) -> GraphMailbox:
+        """Build from configuration; pass `client` to share one GraphClient across mailboxes."""
+        owns = client is None
+        if client is None:
+            client = build_client(settings.graph, credential=credential)
+        return cls(
+            mailbox.address, client, store, settings, mailbox_settings=mailbox, owns_client=owns
+        )
+
+    def __repr__(self) -> str:
+        return f"GraphMailbox({self.address!r})"
+
+    @property
+    def _user(self) -> Any:
+        return self.client.sdk.users.by_user_id(self.address)
+
+    def _msg(self, message_id: str) -> Any:
+        return self._user.messages.by_message_id(message_id)
+
+    @property
+    def dry_run(self) -> bool:
+        return self.settings.is_dry_run(self.address)
+
+    # -- intake --------------------------------------------------------------------
+
+    def _delta_url(self, since: datetime) -> str:
+        params = [
+            ("changeType", "created"),
+            ("$select", ",".join(SELECT)),
+            ("$expand", EXPAND_MARKER),
+            ("$filter", f"receivedDateTime ge {_iso(since)}"),
+        ]
+        query = "&".join(f"{k}={quote(v, safe=',')}" for k, v in params)
+        return (
+            f"{self.client.base_url}/users/{quote(self.address)}"
+            f"/mailFolders('inbox')/messages/delta()?{query}"
+        )
+
+    def _first_start(self) -> datetime:
+        days = self.mailbox_settings.backfill_days if self.mailbox_settings else 0
+        return datetime.now(UTC) - timedelta(days=days)
+
+    async def _delta(self, url: str) -> Any:
+        cfg = _cfg(
+            PREFER_TEXT, PREFER_IMMUTABLE, f"odata.maxpagesize={self.settings.graph.page_size}"
+        )
+        with map_graph_errors(self.address):
+            return (
+                await self._user.mail_folders.by_mail_folder_id("inbox")
+                .messages.delta.with_url(url)
+                .get(request_configuration=cfg)
+            )
+
+    async def changes(self, cursor: str | None) -> ChangePage:
+        """One delta page. `cursor` is a nextLink/deltaLink; None starts per backfill_days.
+
+        An expired or invalid token restarts from `graph.resync_window_hours` ago: the
+        ledger (and the processed marker) make sure nothing is handled twice.
+        """
+        url = cursor or self._delta_url(self._first_start())
+        try:
+            resp = await self._delta(url)
+        except CursorExpiredError as exc:
+            if cursor is None:
+                raise
+            hours = self.settings.graph.resync_window_hours
+            log.warning(
+                "graph %s: delta token expired (%s); resync from %sh ago", self.address, exc, hours
+            )
+            resp = await self._delta(self._delta_url(datetime.now(UTC) - timedelta(hours=hours)))
+        items = [gm for gm in resp.value or [] if not is_removed(gm)]
+        atts = await asyncio.gather(*(self._attachments(gm) for gm in items))
+        page = ChangePage()
+        for gm, att in zip(items, atts, strict=True):
+            try:
+                page.messages.append(to_message(self.address, gm, att))
+            except (ValueError, TypeError, AttributeError) as exc:
+                page.failures.append(
+                    Failure(
+                        provider_id=gm.id or "?",
+                        reason=f"unreadable Graph message: {exc}",
+                        internet_message_id=gm.internet_message_id,
+                        subject=gm.subject or "",
+                    )
+                )
+        page.cursor = resp.odata_next_link or resp.odata_delta_link or cursor
+        page.more = bool(resp.odata_next_link)
+        return page
+
+    async def _attachments(self, gm: GraphMessage) -> list[Attachment]:
+        """Attachment names/types/sizes (never content); one GET, only when there are some."""
+        if not gm.has_attachments or not gm.id:
+            return []
+        from mailtriage.connectors.graph.convert import has_marker
+
+        if has_marker(gm):
+            return []
+        q = AttachmentsRequestBuilder.AttachmentsRequestBuilderGetQueryParameters(
+            select=["name", "contentType", "size", "isInline"]
+        )
+        try:
+            with map_graph_errors(self.address):
+                resp = await self._msg(gm.id).attachments.get(request_configuration=_cfg(query=q))
+        except ConnectorError as exc:  # a hint only: never lose the message for it
+            log.warning("graph %s: attachment list unavailable: %s", self.address, exc)
+            return []
+        return [
+            Attachment(a.name or "", a.content_type or "application/octet-stream", a.size or 0)
+            for a in resp.value or []
+            if not a.is_inline
+        ]
+
+    # -- actions -------------------------------------------------------------------
+
+    async def apply(self, message: Message, plan: ActionPlan) -> Sequence[ActionResult]:
+        """Apply the plan in order; stop at the first failure. Auth errors propagate."""
+        if plan.dry_run or self.dry_run:
+            return [ActionResult(a, ok=False, error="dry run: not applied") for a in plan.actions]
+        results: list[ActionResult] = []
+        current = message.provider_id
+        for action in plan.actions:
+            try:
+                new_id = await self._apply_one(message, current, action)
+            except AuthError:
+                raise
+            except ConnectorError as exc:
+                results.append(ActionResult(action, ok=False, error=str(exc)))
+                break
+            results.append(ActionResult(action, ok=True, new_provider_id=new_id))
+            if new_id:
+                current = new_id
+        return results
+
+    async def _apply_one(self, message: Message, msg_id: str, action: Action) -> str | None:
+        if isinstance(action, Label):
+            await self._label(message, msg_id, action)
+        elif isinstance(action, Move):
+            return await self._move(msg_id, action.folder)
+        elif isinstance(action, Forward):
+            await self._forward(message, msg_id, action)
+        elif isinstance(action, MarkRead):
+            with map_graph_errors(self.address):
+                await self._msg(msg_id).patch(GraphMessage(is_read=True))
+        else:  # pragma: no cover - exhaustive over core.actions
+            raise ConnectorError(f"unsupported action {action!r}", mailbox=self.address)
+        return None
+
+    async def _label(self, message: Message, msg_id: str, action: Label) -> None:
+        await self._ensure_master_category(action.name, action.color)
+        cats = list(dict.fromkeys([*message.categories, action.name]))
+        with map_graph_errors(self.address):
+            await self._msg(msg_id).patch(GraphMessage(categories=cats))
+        message.categories = cats
+
+    async def _ensure_master_category(self, name: str, color: str | None) -> None:
+        """Create the coloured master category once; without MailboxSettings.ReadWrite warn once."""
+        if self._master_denied:
+            return
+        masters = self._user.outlook.master_categories
+        try:
+            if self._master is None:
+                with map_graph_errors(self.address):
+                    resp = await masters.get()
+                self._master = {(c.display_name or "").lower() for c in resp.value or []}
+            if name.lower() in self._master:
+                return
+            col = _color(color)
+            try:
+                with map_graph_errors(self.address):
+                    await masters.post(OutlookCategory(display_name=name, color=col))
+            except ConnectorError as exc:
+                if "409" not in str(exc):  # created meanwhile by someone else: fine
+                    raise
+            self._master.add(name.lower())
+        except AccessDeniedError:
+            self._master_denied = True
+            log.warning(
+                "graph %s: cannot read or create Outlook master categories (the app lacks "
+                "MailboxSettings.ReadWrite); categories are applied without a colour",
+                self.address,
+            )
+
+    async def _move(self, msg_id: str, path: str) -> str | None:
+        folder_id = await self.folder_id(path)
+        body = MovePostRequestBody(destination_id=folder_id)
+        try:
+            with map_graph_errors(self.address):
+                moved = await self._msg(msg_id).move.post(
+                    body, request_configuration=_cfg(PREFER_IMMUTABLE)
+                )
+        except NotFoundError:
+            # The cached folder may have been deleted by staff: resolve again once.
+            await self._forget_folder(path)
+            body = MovePostRequestBody(destination_id=await self.folder_id(path))
+            with map_graph_errors(self.address):
+                moved = await self._msg(msg_id).move.post(
+                    body, request_configuration=_cfg(PREFER_IMMUTABLE)
+                )
+        return moved.id if moved is not None else None
+
+    def _folder_key(self, path: str) -> str:
+        return "graph.folder:" + path.strip("/").lower()
+
+    async def _forget_folder(self, path: str) -> None:
+        self._folders.pop(path.lower(), None)
+        await self.store.put(self.address, self._folder_key(path), None)
+
+    async def folder_id(self, path: str) -> str:
+        """The id of Inbox/<path>, creating missing folders; cached in memory and the store."""
+        key = path.strip("/").lower()
+        if key in self._folders:
+            return self._folders[key]
+        async with self._folder_lock:
+            stored = await self.store.get(self.address, self._folder_key(path))
+            if stored:
+                self._folders[key] = stored
+                return stored
+            parent = "inbox"
+            for part in path.strip("/").split("/"):
+                parent = await self._child_folder(parent, part)
+            self._folders[key] = parent
+            await self.store.put(self.address, self._folder_key(path), parent)
+            return parent
+
+    async def _child_folder(self, parent: str, name: str) -> str:
+        children = self._user.mail_folders.by_mail_folder_id(parent).child_folders
+        escaped = name.replace("'", "''")
+        q = ChildFoldersRequestBuilder.ChildFoldersRequestBuilderGetQueryParameters(
+            filter=f"displayName eq '{escaped}'", select=["id", "displayName"]
+        )
+        with map_graph_errors(self.address):
+            found = await children.get(request_configuration=_cfg(query=q))
+        for f in found.value or []:
+            if (f.display_name or "").lower() == name.lower() and f.id:
+                return str(f.id)
+        try:
+            with map_graph_errors(self.address):
+                created = await children.post(MailFolder(display_name=name))
+        except ConnectorError as exc:
+            if "409" not in str(exc):
+                raise
+            with map_graph_errors(self.address):
+                found = await children.get(request_configuration=_cfg(query=q))
+            return str(next(f.id for f in found.value or [] if f.id))
+        if created is None or not created.id:
+            raise ConnectorError(f"folder {name!r} was not created", mailbox=self.address)
+        return str(created.id)
+
+    async def _forward(self, message: Message, msg_id: str, action: Forward) -> None:
+        """createForward → PATCH recipients, Reply-To and the loop header → send."""
+        reply_to = action.reply_to or (
+            message.reply_address.email if message.reply_address else None
+        )
+        headers = [
+            InternetMessageHeader(name=LOOP_HEADER, value=f"forwarded; mailbox={self.address}")
+        ]
+        if message.internet_message_id:
+            headers.append(
+                InternetMessageHeader(name="X-Mailtriage-Origin", value=message.internet_message_id)
+            )
+        patch = GraphMessage(
+            to_recipients=[_recipient(a) for a in action.to],
+            internet_message_headers=headers,
+        )
+        if reply_to:
+            patch.reply_to = [_recipient(reply_to)]
+        with map_graph_errors(self.address):
+            draft = await self._msg(msg_id).create_forward.post(
+                CreateForwardPostRequestBody(comment=action.note),
+                request_configuration=_cfg(PREFER_IMMUTABLE),
+            )
+        if draft is None or not draft.id:
+            raise ConnectorError("createForward returned no draft", mailbox=self.address)
+        try:
+            with map_graph_errors(self.address):
+                await self._msg(draft.id).patch(patch)
+                await self._msg(draft.id).send.post()
+        except ConnectorError:
+            await self._discard_draft(draft.id)
+            raise
+
+    async def _discard_draft(self, draft_id: str) -> None:
+        try:
+            with map_graph_errors(self.address):
+                await self._msg(draft_id).delete()
+        except ConnectorError as exc:
+            log.warning("graph %s: could not delete a draft forward: %s", self.address, exc)
+
+    async def mark_processed(self, message: Message, decision: Decision) -> None:
+        """Set the MailtriageProcessed extended property (survives a lost ledger)."""
+        if self.dry_run:
+            return
+        prop = SingleValueLegacyExtendedProperty(
+            id=MARKER_ID, value=f"v1;{decision.category};{decision.confidence:.2f}"
+        )
+        with map_graph_errors(self.address):
+            await self._msg(message.provider_id).patch(
+                GraphMessage(single_value_extended_properties=[prop])
+            )
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self.client.aclose()
