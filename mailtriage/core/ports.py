@@ -77,6 +77,10 @@ class Mailbox(Protocol):
         """New inbox messages since `cursor` (None: start per the backfill settings)."""
         ...
 
+    async def fetch(self, provider_id: str) -> Message:
+        """Read one message again (for retries); NotFoundError when it is gone."""
+        ...
+
     async def apply(self, message: Message, plan: ActionPlan) -> Sequence[ActionResult]:
         """Apply the plan natively, in order; stop at the first failed action."""
         ...
