@@ -101,7 +101,9 @@ def test_schema_is_versioned(url: str) -> None:
     ledger = Ledger(url)
     assert migrate(ledger.engine) == SCHEMA_VERSION  # already current: nothing to do
     with ledger.engine.begin() as conn:
-        conn.execute(text("INSERT INTO schema_version (version, applied_at) VALUES (99, CURRENT_TIMESTAMP)"))
+        conn.execute(
+            text("INSERT INTO schema_version (version, applied_at) VALUES (99, CURRENT_TIMESTAMP)")
+        )
     with pytest.raises(LedgerError, match="newer than this mailtriage"):
         Ledger(url)
 
