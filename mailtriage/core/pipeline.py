@@ -112,6 +112,7 @@ class Pipeline:
         owner: str = "",
         retry: RetryPolicy = DEFAULT_RETRY,
         on_result: Callable[[Result], None] | None = None,
+        exclusive: bool = False,
     ) -> None:
         self.settings = settings
         self.ledger = ledger
@@ -120,6 +121,9 @@ class Pipeline:
         self.retry = retry
         self.on_result = on_result
         self._limit = asyncio.Semaphore(settings.llm.max_concurrency)
+        # With the mailbox lease held (exclusive), a pending row at sync time cannot be in
+        # flight anywhere else: it was interrupted and is resumed at once.
+        self.stale_after_s = 0.0 if exclusive else 600.0
 
     # -- intake ------------------------------------------------------------------------
 
@@ -341,7 +345,10 @@ class Pipeline:
     async def retry_due(self, mailbox: Mailbox) -> list[Result]:
         """Retry failed (or interrupted) messages of `mailbox` whose backoff has passed."""
         out = []
-        for rec in await self.ledger.run(self.ledger.due_for_retry, mailbox.address):
+        due = await self.ledger.run(
+            lambda: self.ledger.due_for_retry(mailbox.address, stale_after_s=self.stale_after_s)
+        )
+        for rec in due:
             if await self.ledger.run(self.ledger.claim_retry, rec, self.owner):
                 out.append(await self._retry(mailbox, rec))
         return out
