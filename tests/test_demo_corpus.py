@@ -231,3 +231,17 @@ def test_demo_messages_default_to_now() -> None:
     built = demo_messages(MAILBOX)
     newest = parsedate_to_datetime(parse(built[-1][1])["Date"])
     assert before - DEFAULT_SPAN <= newest <= datetime.now(UTC)
+
+
+def test_core_extract_reads_every_demo_mail(built: dict[str, bytes]) -> None:
+    """Once core/extract.py is on main, the demo's mail must go through the real parser."""
+    extract = pytest.importorskip("mailtriage.core.extract")
+    for mail in DEMO_MAILS:
+        message = extract.parse_rfc822(built[mail.key], mailbox=MAILBOX, provider_id=mail.key)
+        assert message.subject == mail.subject
+        assert message.sender is not None and message.sender.email == mail.sender
+        assert message.text.strip(), mail.key
+        assert [(a.filename, a.size) for a in message.attachments] == [
+            (a.filename, a.size) for a in mail.attachments
+        ]
+        assert (skip_reason(message) is not None) == (mail.expected == "skip"), mail.key
