@@ -56,6 +56,7 @@ from mailtriage.core.errors import (
     AuthError,
     ConnectorError,
     CursorExpiredError,
+    MessageParseError,
     NotFoundError,
 )
 from mailtriage.core.message import Attachment, Message
@@ -219,6 +220,26 @@ class GraphMailbox:
         page.cursor = resp.odata_next_link or resp.odata_delta_link or cursor
         page.more = bool(resp.odata_next_link)
         return page
+
+    async def fetch(self, provider_id: str) -> Message:
+        """Read one message again (pipeline retries); NotFoundError when it is gone."""
+        from msgraph.generated.users.item.messages.item.message_item_request_builder import (
+            MessageItemRequestBuilder,
+        )
+
+        q = MessageItemRequestBuilder.MessageItemRequestBuilderGetQueryParameters(
+            select=SELECT, expand=[EXPAND_MARKER]
+        )
+        with map_graph_errors(self.address):
+            gm = await self._msg(provider_id).get(
+                request_configuration=_cfg(PREFER_TEXT, PREFER_IMMUTABLE, query=q)
+            )
+        if gm is None:
+            raise NotFoundError(f"message {provider_id} not found", mailbox=self.address)
+        try:
+            return to_message(self.address, gm, await self._attachments(gm))
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise MessageParseError(f"unreadable Graph message: {exc}") from exc
 
     async def _attachments(self, gm: GraphMessage) -> list[Attachment]:
         """Attachment names/types/sizes (never content); one GET, only when there are some."""
