@@ -48,6 +48,7 @@ _EMAIL_RE = re.compile(r"[^\s@<>()\[\]\"',;:]+@[^\s@<>()\[\]\"',;:]+\.[A-Za-z]{2
 _URL_RE = re.compile(r"\b(?:https?|ftp|mailto):\S+", re.IGNORECASE)
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
 _SALVAGE_RE = re.compile(r'"category"\s*:\s*"((?:[^"\\]|\\.){1,80})"')
+_TEXT_CATEGORY_RE = re.compile(r"\bcategory\W{1,5}([\w-]{1,80})", re.IGNORECASE)
 _TEXT_CONFIDENCE_RE = re.compile(r"confidence\W{0,5}([01](?:\.\d+)?|\.\d+)", re.IGNORECASE)
 
 
@@ -255,7 +256,8 @@ def parse_json_answer(content: str) -> Answer | None:
 def parse_text_answer(content: str, keys: Sequence[str]) -> Answer | None:
     """Parse a free-text answer: JSON when the model wrote some, else the first key named.
 
-    Keys are matched as whole words, case-insensitively; None when no key appears.
+    Keys are matched as whole words, case-insensitively. With no key, a `Category: x`
+    line still counts as an answer (an unknown key); None when there is neither.
     """
     parsed = parse_json_answer(content)
     if parsed is not None:
@@ -267,7 +269,11 @@ def parse_text_answer(content: str, keys: Sequence[str]) -> Answer | None:
         if match and (best is None or match.start() < best[0]):
             best = (match.start(), match.end(), key)
     if best is None:
-        return None
+        named = _TEXT_CATEGORY_RE.search(content)
+        if named is None:
+            return None
+        # The model named a category, just not a configured one: the caller sends it to review.
+        return Answer(category=named.group(1), confidence=None, reason="", span=named.span(1))
     number = _TEXT_CONFIDENCE_RE.search(content)
     confidence = _as_confidence(number.group(1)) if number else None
     reason = content[best[1] :].strip(" \t\n:.-—")

@@ -585,7 +585,7 @@ class SandboxLLM:
                 "server_error",
             )
         if faults.take("hang_next"):
-            await self._hang(settings["hang_s"])
+            await self._hang(request, settings["hang_s"])
         problem = self._validate(body)
         if problem is not None:
             return problem
@@ -608,9 +608,12 @@ class SandboxLLM:
             )
         return JSONResponse(self._completion(body, fmt, settings["enforce_schema"]))
 
-    async def _hang(self, seconds: float) -> None:
+    async def _hang(self, request: Request, seconds: float) -> None:
+        """Hold the request until `seconds` pass, the client goes away or the server stops."""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline and not self._closing.is_set():
+            if await request.is_disconnected():
+                return
             await asyncio.sleep(0.02)
 
     @staticmethod
