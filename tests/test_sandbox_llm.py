@@ -144,7 +144,7 @@ def test_logprobs_spell_the_answer_and_carry_the_confidence(llm: SandboxLLM) -> 
     for entry in entries:
         assert bytes(entry.bytes or []) == entry.token.encode()
         assert 1 <= len(entry.top_logprobs) <= 3
-        assert len(entry.token) <= 5  # small tokens
+        assert len(entry.token.strip()) <= 9  # small tokens
     start = content.index('"fournisseurs"') + 1
     end = start + len("fournisseurs")
     pos, value_logprob, value_tokens = 0, 0.0, 0
@@ -155,8 +155,8 @@ def test_logprobs_spell_the_answer_and_carry_the_confidence(llm: SandboxLLM) -> 
         pos += len(entry.token)
     assert value_tokens >= 2  # the key spans several tokens
     assert math.exp(value_logprob) == pytest.approx(0.62)
-    first = next(e for e in entries if e.token == "four")
-    assert [t.token for t in first.top_logprobs][1:] == ["rh", "clie"]
+    first = next(e for e in entries if e.token == "fourni")
+    assert [t.token for t in first.top_logprobs][1:] == ["rh", "clients"]
 
 
 def test_json_schema_rejection_uses_openai_error_shape(llm: SandboxLLM, http: httpx.Client) -> None:
@@ -277,8 +277,10 @@ def test_keyword_policy_reads_the_escaped_email_block() -> None:
 
 
 def test_tokenize_round_trips_and_stays_small() -> None:
-    text = 'Bonjour,\n\n{"category": "fournisseurs"} — réclamation n°12  !'
+    text = 'Bonjour,\n\n{"category": "fournisseurs"} — réclamation n°12  ! key_a_b __x\t\r'
     tokens = tokenize(text)
     assert "".join(tokens) == text
-    assert max(len(t) for t in tokens if not t.isspace()) <= 5
+    assert max(len(t.strip()) for t in tokens) <= 9
+    assert tokenize("fournisseurs") == ["fourni", "sseurs"]
+    assert tokenize(" réclamation n°12") == [" réclam", "ation", " n", "°", "12"]
     assert count_tokens(text) == len(tokens)

