@@ -158,6 +158,16 @@ async def test_model_confidence_when_logprobs_off(llm: SandboxLLM) -> None:
     assert "logprobs" not in body and "top_logprobs" not in body
 
 
+async def test_hostile_header_fields_are_capped(llm: SandboxLLM) -> None:
+    message = invoice()
+    message.subject = "Facture " + "x" * 50_000
+    message.attachments = [Attachment(f"{i}.pdf", "application/pdf", 1) for i in range(500)]
+    await classify(make_settings(llm.base_url), message)
+    user = llm.bodies()[0]["messages"][-1]["content"]
+    assert len(user) < 4000 + 2000
+    assert '"499.pdf"' not in user and '"19.pdf"' in user
+
+
 async def test_long_text_is_cut_keeping_subject_and_opening(llm: SandboxLLM) -> None:
     text = "Début du message important. " + "blabla " * 3000 + "FIN-SECRETE"
     await classify(make_settings(llm.base_url, max_input_chars=500), invoice(text=text))
@@ -229,6 +239,45 @@ async def test_logprobs_rejected_retries_without_and_remembers(llm: SandboxLLM) 
     assert classifier.mode is ResponseMode.JSON_SCHEMA
     sent = [(bool(r.body.get("logprobs")), r.status) for r in llm.chat_requests()]
     assert sent == [(True, 400), (False, 200), (False, 200)]
+
+
+async def test_max_tokens_rejected_switches_to_max_completion_tokens(llm: SandboxLLM) -> None:
+    llm.faults.reject_parameters("max_tokens")
+    classifier = LLMClassifier(make_settings(llm.base_url))
+    decisions = [await classifier.classify(invoice()) for _ in range(2)]
+    await classifier.aclose()
+    assert [d.category for d in decisions] == ["fournisseurs"] * 2
+    sent = [("max_tokens" in r.body, "max_completion_tokens" in r.body, r.status)
+            for r in llm.chat_requests()]  # fmt: skip
+    assert sent == [(True, False, 400), (False, True, 200), (False, True, 200)]
+    assert classifier.mode is ResponseMode.JSON_SCHEMA and classifier.uses_logprobs
+
+
+async def test_temperature_rejected_is_dropped(llm: SandboxLLM) -> None:
+    llm.faults.reject_parameters("temperature")
+    [decision] = await classify(make_settings(llm.base_url), invoice())
+    assert decision.category == "fournisseurs"
+    assert [("temperature" in b) for b in llm.bodies()] == [True, False]
+
+
+async def test_400_naming_nothing_loosens_step_by_step_then_fails(llm: SandboxLLM) -> None:
+    llm.faults.reject_parameters("messages")  # every request is refused
+    classifier = LLMClassifier(make_settings(llm.base_url))
+    with pytest.raises(ClassifierError, match="HTTP 400"):
+        await classifier.classify(invoice())
+    await classifier.aclose()
+    sent = [
+        ((r.body.get("response_format") or {}).get("type", "text"), "logprobs" in r.body)
+        for r in llm.chat_requests()
+    ]
+    assert sent == [
+        ("json_schema", True),
+        ("json_object", True),
+        ("text", True),
+        ("text", False),
+    ]
+    # Nothing worked, so nothing is remembered.
+    assert classifier.mode is ResponseMode.JSON_SCHEMA and classifier.uses_logprobs
 
 
 # -- answers that name no configured key -> review -------------------------------------------

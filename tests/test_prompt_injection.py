@@ -22,10 +22,12 @@ from mailtriage.core.message import Address, Attachment, Message
 from mailtriage.core.prompt import (
     BLOCK_CLOSE,
     BLOCK_OPEN,
+    FIELD_CHARS,
     build_messages,
     clean_reason,
     email_block,
     escape_json,
+    truncate_text,
 )
 from mailtriage.sandbox.llm import ParsedRequest, SandboxLLM
 from tests.test_llm_classifier import EXAMPLE, make_settings
@@ -150,7 +152,7 @@ def test_body_cannot_close_the_block(text: str) -> None:
     assert len(lines) == 6  # one line per field: nothing can start a new line
     fields = dict(line.split(": ", 1) for line in lines[1:-1])
     assert json.loads(fields['"text"']) == text.strip()
-    assert json.loads(fields['"attachments"']) == [text]
+    assert json.loads(fields['"attachments"']) == [truncate_text(text, FIELD_CHARS)]
 
 
 @pytest.mark.parametrize("text", NASTY)

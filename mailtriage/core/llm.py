@@ -21,7 +21,7 @@ import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -67,8 +67,22 @@ _MODES = (ResponseMode.JSON_SCHEMA, ResponseMode.JSON_OBJECT, ResponseMode.TEXT)
 
 @dataclass(frozen=True, slots=True)
 class _Attempt:
+    """The optional request features one call uses; loosened after an HTTP 400."""
+
     mode: ResponseMode
     logprobs: bool
+    # Newer OpenAI models refuse `max_tokens` (they want `max_completion_tokens`), and
+    # reasoning models refuse any temperature but the default.
+    completion_tokens_param: bool = False
+    temperature: bool = True
+
+    def describe(self) -> str:
+        parts = [str(self.mode), "logprobs" if self.logprobs else "no logprobs"]
+        if self.completion_tokens_param:
+            parts.append("max_completion_tokens")
+        if not self.temperature:
+            parts.append("default temperature")
+        return "/".join(parts)
 
 
 def logprob_confidence(
@@ -104,13 +118,18 @@ def logprob_confidence(
 
 
 def _rejected_feature(exc: openai.APIStatusError) -> str | None:
-    """Which optional request feature a 400 names: 'logprobs', 'response_format' or None."""
+    """Which optional request feature a 400 names: 'logprobs', 'response_format',
+    'max_tokens', 'temperature', or None when it names none of them."""
     param = (exc.param or "").lower()
     text = f"{param} {exc.message}".lower()
-    if "logprob" in text:
-        return "logprobs"
-    if "response_format" in text or "json_schema" in text or "json_object" in text:
-        return "response_format"
+    for feature, words in (
+        ("logprobs", ("logprob",)),
+        ("response_format", ("response_format", "json_schema", "json_object")),
+        ("max_tokens", ("max_tokens",)),
+        ("temperature", ("temperature",)),
+    ):
+        if any(w in text for w in words):
+            return feature
     return None
 
 
@@ -164,17 +183,16 @@ class LLMClassifier:
         self._examples_for = examples_for
         self._semaphore = asyncio.Semaphore(settings.llm.max_concurrency)
         # What this endpoint accepted last; downgrades are remembered once they work.
-        self._mode = ResponseMode.JSON_SCHEMA
-        self._logprobs = settings.llm.logprobs
+        self._accepted = _Attempt(ResponseMode.JSON_SCHEMA, settings.llm.logprobs)
 
     @property
     def mode(self) -> ResponseMode:
         """The response format the endpoint accepted last."""
-        return self._mode
+        return self._accepted.mode
 
     @property
     def uses_logprobs(self) -> bool:
-        return self._logprobs
+        return self._accepted.logprobs
 
     async def aclose(self) -> None:
         if self._owns_client:
@@ -213,12 +231,13 @@ class LLMClassifier:
     def _request(
         self, messages: list[dict[str, str]], keys: list[str], attempt: _Attempt
     ) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {
-            "model": self._llm.model,
-            "messages": messages,
-            "temperature": self._llm.temperature,
-            "max_tokens": MAX_ANSWER_TOKENS,
-        }
+        kwargs: dict[str, Any] = {"model": self._llm.model, "messages": messages}
+        if attempt.temperature:
+            kwargs["temperature"] = self._llm.temperature
+        if attempt.completion_tokens_param:
+            kwargs["max_completion_tokens"] = MAX_ANSWER_TOKENS
+        else:
+            kwargs["max_tokens"] = MAX_ANSWER_TOKENS
         if attempt.mode is ResponseMode.JSON_SCHEMA:
             kwargs["response_format"] = {
                 "type": "json_schema",
@@ -239,7 +258,7 @@ class LLMClassifier:
         self, messages: list[dict[str, str]], keys: list[str]
     ) -> tuple[ChatCompletion, _Attempt]:
         """One completion, stepping down format/logprobs on HTTP 400 until one works."""
-        attempt = _Attempt(self._mode, self._logprobs)
+        attempt = self._accepted
         while True:
             try:
                 completion: ChatCompletion = await self._client.chat.completions.create(
@@ -250,33 +269,40 @@ class LLMClassifier:
                 if lower is None:
                     raise _failure(exc, self._llm.timeout_s) from exc
                 log.info(
-                    "LLM endpoint rejected %s/%s (HTTP %s); retrying with %s/%s",
-                    attempt.mode,
-                    "logprobs" if attempt.logprobs else "no logprobs",
+                    "LLM endpoint rejected %s (HTTP %s); retrying with %s",
+                    attempt.describe(),
                     exc.status_code,
-                    lower.mode,
-                    "logprobs" if lower.logprobs else "no logprobs",
+                    lower.describe(),
                 )
                 attempt = lower
                 continue
             except openai.OpenAIError as exc:
                 raise _failure(exc, self._llm.timeout_s) from exc
-            self._mode, self._logprobs = attempt.mode, attempt.logprobs
+            self._accepted = attempt
             return completion, attempt
 
     @staticmethod
     def _downgrade(attempt: _Attempt, feature: str | None) -> _Attempt | None:
-        """The next looser request after a 400 naming `feature` (None: unknown cause)."""
+        """The next looser request after a 400 naming `feature`; None when nothing is left.
+
+        A 400 that names no feature loosens the format first, then drops logprobs.
+        """
         can_drop_format = attempt.mode is not ResponseMode.TEXT
         next_mode = _MODES[min(_MODES.index(attempt.mode) + 1, len(_MODES) - 1)]
         if feature == "logprobs":
-            return _Attempt(attempt.mode, False) if attempt.logprobs else None
+            return replace(attempt, logprobs=False) if attempt.logprobs else None
         if feature == "response_format":
-            return _Attempt(next_mode, attempt.logprobs) if can_drop_format else None
+            return replace(attempt, mode=next_mode) if can_drop_format else None
+        if feature == "max_tokens":
+            if attempt.completion_tokens_param:
+                return None
+            return replace(attempt, completion_tokens_param=True)
+        if feature == "temperature":
+            return replace(attempt, temperature=False) if attempt.temperature else None
         if can_drop_format:
-            return _Attempt(next_mode, attempt.logprobs)
+            return replace(attempt, mode=next_mode)
         if attempt.logprobs:
-            return _Attempt(attempt.mode, False)
+            return replace(attempt, logprobs=False)
         return None
 
     def _decide(

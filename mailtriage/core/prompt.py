@@ -42,6 +42,9 @@ SCHEMA_NAME = "mailtriage_decision"
 # Excerpts of learned examples are kept short: they illustrate, the message decides.
 EXAMPLE_CHARS = 400
 REASON_CHARS = 200
+# Header-like fields are short in real mail; caps keep a hostile one from filling the prompt.
+FIELD_CHARS = 300
+MAX_ATTACHMENT_NAMES = 20
 _ELLIPSIS = " […]"
 
 _EMAIL_RE = re.compile(r"[^\s@<>()\[\]\"',;:]+@[^\s@<>()\[\]\"',;:]+\.[A-Za-z]{2,}")
@@ -114,10 +117,11 @@ def build_system_prompt(categories: Sequence[Category], review_key: str) -> str:
 def email_block(message: Message, max_chars: int) -> str:
     """The delimited, escaped e-mail: from, subject, attachment names and opening text."""
     sender = str(message.sender) if message.sender else ""
+    names = [truncate_text(a.filename, FIELD_CHARS) for a in message.attachments]
     fields = [
-        ("from", sender),
-        ("subject", " ".join(message.subject.split())),
-        ("attachments", [a.filename for a in message.attachments]),
+        ("from", truncate_text(sender, FIELD_CHARS)),
+        ("subject", truncate_text(" ".join(message.subject.split()), FIELD_CHARS)),
+        ("attachments", names[:MAX_ATTACHMENT_NAMES]),
         ("text", truncate_text(message.text, max_chars)),
     ]
     body = "\n".join(f"{escape_json(k)}: {escape_json(v)}" for k, v in fields)

@@ -311,6 +311,7 @@ class Faults:
     refuse_next: int = 0
     reject_formats: frozenset[str] = frozenset()
     reject_logprobs: bool = False
+    reject_params: frozenset[str] = frozenset()
     enforce_schema: bool = True
     api_key: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -352,6 +353,12 @@ class Faults:
         with self._lock:
             self.reject_formats = frozenset(formats)
 
+    def reject_parameters(self, *names: str) -> None:
+        """Reject requests carrying these body fields with 400 `unsupported_parameter`
+        (as OpenAI does for `max_tokens` or `temperature` on reasoning models)."""
+        with self._lock:
+            self.reject_params = frozenset(names)
+
     def set_reject_logprobs(self, value: bool = True) -> None:
         with self._lock:
             self.reject_logprobs = value
@@ -384,6 +391,7 @@ class Faults:
                 "hang_s": self.hang_s,
                 "reject_formats": self.reject_formats,
                 "reject_logprobs": self.reject_logprobs,
+                "reject_params": self.reject_params,
                 "enforce_schema": self.enforce_schema,
                 "api_key": self.api_key,
             }
@@ -618,6 +626,14 @@ class SandboxLLM:
                 "supported with this model.",
                 "invalid_request_error",
                 param="response_format",
+            )
+        for name in sorted(settings["reject_params"] & body.keys()):
+            return _error(
+                400,
+                f"Unsupported parameter: '{name}' is not supported with this model.",
+                "invalid_request_error",
+                param=name,
+                code="unsupported_parameter",
             )
         wants_logprobs = bool(body.get("logprobs"))
         if wants_logprobs and settings["reject_logprobs"]:
