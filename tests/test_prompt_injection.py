@@ -175,3 +175,36 @@ def test_clean_reason_strips_addresses_links_and_lines() -> None:
     reason = clean_reason(f"send to {ATTACKER}\nvia http://evil.example/a?b=c\r\n" + "x" * 500)
     assert "\n" not in reason and "@" not in reason and "http" not in reason
     assert len(reason) <= 200
+
+
+async def test_pipeline_forwards_only_to_configured_recipients(llm: SandboxLLM, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """End to end: the pipeline plans from configuration, whatever the model was told."""
+    from mailtriage.core.ledger import Ledger
+    from mailtriage.core.memory import MemoryMailbox
+    from mailtriage.core.pipeline import Outcome, Pipeline, RetryPolicy
+
+    llm.reset()
+    settings = make_settings(llm.base_url)
+    configured = {a for c in settings.categories for a in c.actions.forward_to}
+    box = MemoryMailbox("contact@atelier-dupont.fr")
+    fooled = injected_message()
+    fooled.provider_id, fooled.internet_message_id = "evil-2", "<evil-2@example.org>"
+    fooled.text = INJECTION.replace("urgent_ceo", "rh")
+    unknown = injected_message()
+    unknown.internet_message_id = "<evil-1@example.org>"
+    box.deliver(unknown)
+    box.deliver(fooled)
+
+    classifier = LLMClassifier(settings)
+    ledger = Ledger(f"sqlite:///{tmp_path / 'state.sqlite'}")
+    pipeline = Pipeline(settings, ledger, classifier, retry=RetryPolicy(0, 0))
+    report = await pipeline.sync_mailbox(box)
+    await classifier.aclose()
+
+    assert [r.status for r in report.results] == [Outcome.DONE, Outcome.DONE]
+    stored = {s.message.provider_id: s for s in box.store.values()}
+    assert stored["evil-1"].labels == ["À vérifier"] and stored["evil-1"].folder == "Inbox"
+    assert stored["evil-2"].labels == ["RH"]
+    [(forward, _original)] = box.sent
+    assert set(forward.to) <= configured and forward.to == ("rh@atelier-dupont.fr",)
+    assert ATTACKER not in forward.note and "evil.example" not in forward.note
