@@ -11,6 +11,7 @@ import dataclasses
 import json
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import openai._base_client
 import pytest
@@ -177,7 +178,9 @@ def test_clean_reason_strips_addresses_links_and_lines() -> None:
     assert len(reason) <= 200
 
 
-async def test_pipeline_forwards_only_to_configured_recipients(llm: SandboxLLM, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_pipeline_forwards_only_to_configured_recipients(
+    llm: SandboxLLM, tmp_path: Path
+) -> None:
     """End to end: the pipeline plans from configuration, whatever the model was told."""
     from mailtriage.core.ledger import Ledger
     from mailtriage.core.memory import MemoryMailbox

@@ -440,6 +440,7 @@ class SandboxLLM:
         *,
         model: str = DEFAULT_MODEL,
         host: str = "127.0.0.1",
+        port: int = 0,
     ) -> None:
         self.policy = policy
         self.model = model
@@ -453,7 +454,7 @@ class SandboxLLM:
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._socket: socket.socket | None = None
-        self.port = 0
+        self.port = port  # 0: a free port, known once started
         self.app = Starlette(
             routes=[
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
@@ -472,7 +473,7 @@ class SandboxLLM:
         # (without it every response waits ~40 ms for a delayed ACK).
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, 0))
+        sock.bind((self.host, self.port))
         self.port = sock.getsockname()[1]
         self._socket = sock
         config = uvicorn.Config(
@@ -827,3 +828,24 @@ def _logprobs(
             }
         )
     return out
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Serve the sandbox until interrupted: `python -m mailtriage.sandbox.llm --port 8089`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="OpenAI-compatible sandbox chat server")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    args = parser.parse_args(argv)
+    with SandboxLLM(model=args.model, port=args.port) as llm:
+        print(f"sandbox LLM at {llm.base_url} (model {llm.model}); Ctrl-C stops it", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()
