@@ -7,6 +7,7 @@ or ClassifierError (message left for retry). Nothing else may escape.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,9 +20,9 @@ import pytest
 from mailtriage.core.config import Settings, load_settings
 from mailtriage.core.decision import ConfidenceSource, Decision
 from mailtriage.core.errors import ClassifierError, ConfigError
-from mailtriage.core.llm import LLMClassifier, ResponseMode
+from mailtriage.core.llm import LLMClassifier, ResponseMode, logprob_confidence
 from mailtriage.core.message import Address, Attachment, Message
-from mailtriage.core.prompt import BLOCK_CLOSE, BLOCK_OPEN
+from mailtriage.core.prompt import BLOCK_CLOSE, BLOCK_OPEN, parse_json_answer, parse_text_answer
 from mailtriage.sandbox.llm import ParsedRequest, Policy, SandboxLLM
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "manifest" / "mailtriage.example.toml"
@@ -427,3 +428,69 @@ async def test_broken_examples_hook_does_not_block(llm: SandboxLLM) -> None:
 
     [decision] = await classify(make_settings(llm.base_url), invoice(), examples_for=examples_for)
     assert decision.category == "fournisseurs"
+
+
+# -- parsing and logprob arithmetic (no server) ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "category", "confidence"),
+    [
+        ('{"category": "rh", "confidence": 0.8, "reason": "cv"}', "rh", 0.8),
+        ('```json\n{"category": "devis", "confidence": "0.7", "reason": ""}\n```', "devis", 0.7),
+        ('{"category": "clients", "confidence": 85, "reason": "x"}', "clients", 0.85),
+        ('{"category": "clients", "confidence": -3, "reason": "x"}', "clients", 0.0),
+        ('{"category": "clients", "confidence": "high", "reason": "x"}', "clients", None),
+        ('{"category": "publicite", "confidence": 0.9, "reason": "trunc', "publicite", None),
+    ],
+)
+def test_parse_json_answer(content: str, category: str, confidence: float | None) -> None:
+    answer = parse_json_answer(content)
+    assert answer is not None
+    assert answer.category == category and answer.confidence == confidence
+
+
+@pytest.mark.parametrize("content", ["", "no json here", '{"confidence": 1}', "[1, 2]"])
+def test_parse_json_answer_gives_up(content: str) -> None:
+    assert parse_json_answer(content) is None
+
+
+def test_parse_text_answer() -> None:
+    keys = ALL_KEYS
+    answer = parse_text_answer("I would say Devis. Confidence: 0.6 because of the quote", keys)
+    assert answer is not None and answer.category == "devis" and answer.confidence == 0.6
+    unknown = parse_text_answer("Category: urgent_ceo", keys)
+    assert unknown is not None and unknown.category == "urgent_ceo"
+    assert parse_text_answer("I cannot decide.", keys) is None
+
+
+def test_logprob_confidence_sums_the_value_tokens() -> None:
+    content = '{"category": "fournisseurs", "confidence": 0.5, "reason": ""}'
+    answer = parse_json_answer(content)
+    assert answer is not None
+    pieces = [
+        '{"',
+        "category",
+        '":',
+        ' "',
+        "four",
+        "nis",
+        "seurs",
+        '",',
+        ' "confidence": 0.5, "reason": ""}',
+    ]
+    logprobs = [0.0, 0.0, 0.0, 0.0, -0.2, -0.1, -0.05, -3.0, -3.0]
+    confidence = logprob_confidence(list(zip(pieces, logprobs, strict=True)), content, answer)
+    assert confidence == pytest.approx(math.exp(-0.35))
+
+
+def test_logprob_confidence_relocates_when_tokens_differ_from_content() -> None:
+    # Byte-level tokens of a split multi-byte character do not spell the content exactly.
+    content = '{"category": "rh", "confidence": 1, "reason": "é"}'
+    answer = parse_json_answer(content)
+    assert answer is not None
+    pieces = ['{"category": "', "rh", '", "confidence": 1, "reason": "', "\\xc3", "\\xa9", '"}']
+    logprobs = [0.0, math.log(0.4), 0.0, -1.0, -1.0, 0.0]
+    confidence = logprob_confidence(list(zip(pieces, logprobs, strict=True)), content, answer)
+    assert confidence == pytest.approx(0.4)
+    assert logprob_confidence([], content, answer) is None
