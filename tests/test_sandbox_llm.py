@@ -88,6 +88,11 @@ def test_models_endpoint(http: httpx.Client) -> None:
     }
 
 
+def test_openai_client_lists_models(llm: SandboxLLM) -> None:
+    with openai.OpenAI(base_url=llm.base_url, api_key="sk-local", max_retries=0) as client:
+        assert [m.id for m in client.models.list()] == ["sandbox-triage-1"]
+
+
 def test_chat_completion_wire_shape(http: httpx.Client) -> None:
     response = http.post("/chat/completions", json=chat("Voici notre facture n°3"))
     assert response.status_code == 200
