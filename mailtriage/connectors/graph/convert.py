@@ -1,11 +1,15 @@
-"""Graph message JSON (as msgraph-sdk models) → the core `Message`."""
+"""Graph message JSON → the core `Message`.
+
+Intake reads the raw JSON of SDK requests (`send_primitive_async(..., "bytes")`) rather
+than msgraph-sdk models: deserialising one `Message` model costs ~20 ms of CPU in
+msgraph-sdk 1.65 (the Entity field table is rebuilt per object), which would cap
+intake at a few dozen messages per second per core.
+"""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
-
-from msgraph.generated.models.message import Message as GraphMessage
-from msgraph.generated.models.recipient import Recipient
 
 from mailtriage.core.message import KEPT_HEADERS, Address, Attachment, Message
 
@@ -32,6 +36,8 @@ SELECT = [
 ]
 EXPAND_MARKER = f"singleValueExtendedProperties($filter=id eq '{MARKER_ID}')"
 
+Json = dict[str, Any]
+
 
 def _clean(text: str, html: bool) -> str:
     try:
@@ -41,59 +47,73 @@ def _clean(text: str, html: bool) -> str:
     return str(clean_body(text, html=html))
 
 
-def _address(r: Recipient | None) -> Address | None:
-    ea = r.email_address if r is not None else None
-    if ea is None or not ea.address:
+def _address(r: Any) -> Address | None:
+    ea = r.get("emailAddress") if isinstance(r, dict) else None
+    if not isinstance(ea, dict) or not ea.get("address"):
         return None
-    return Address(email=ea.address.strip().lower(), name=(ea.name or "").strip())
+    return Address(email=str(ea["address"]).strip().lower(), name=str(ea.get("name") or "").strip())
 
 
-def _addresses(rs: list[Recipient] | None) -> list[Address]:
+def _addresses(rs: Any) -> list[Address]:
     return [a for a in (_address(r) for r in rs or []) if a is not None]
 
 
-def has_marker(gm: GraphMessage) -> bool:
+def has_marker(gm: Json) -> bool:
     return any(
-        (p.id or "").lower() == MARKER_ID.lower() and p.value
-        for p in gm.single_value_extended_properties or []
+        str(p.get("id", "")).lower() == MARKER_ID.lower() and p.get("value")
+        for p in gm.get("singleValueExtendedProperties") or []
     )
 
 
-def is_removed(gm: GraphMessage) -> bool:
-    return "@removed" in (gm.additional_data or {})
+def is_removed(gm: Json) -> bool:
+    return "@removed" in gm
 
 
-def to_message(
-    mailbox: str, gm: GraphMessage, attachments: list[Attachment] | None = None
-) -> Message:
-    """Build the core Message; raises ValueError when the item is unusable."""
-    if not gm.id:
+def _date(value: Any) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def attachments_of(items: Any) -> list[Attachment]:
+    return [
+        Attachment(
+            str(a.get("name") or ""),
+            str(a.get("contentType") or "application/octet-stream"),
+            int(a.get("size") or 0),
+        )
+        for a in items or []
+        if isinstance(a, dict) and not a.get("isInline")
+    ]
+
+
+def to_message(mailbox: str, gm: Json, attachments: list[Attachment] | None = None) -> Message:
+    """Build the core Message; raises ValueError/TypeError when the item is unusable."""
+    if not gm.get("id"):
         raise ValueError("message without id")
     headers: dict[str, str] = {}
-    for h in gm.internet_message_headers or []:
-        name = (h.name or "").lower()
+    for h in gm.get("internetMessageHeaders") or []:
+        name = str(h.get("name") or "").lower()
         if name in KEPT_HEADERS and name not in headers:
-            headers[name] = h.value or ""
-    body_text, is_html = "", False
-    if gm.body is not None and gm.body.content:
-        ctype: Any = gm.body.content_type
-        is_html = str(getattr(ctype, "value", ctype)).lower() == "html"
-        body_text = _clean(gm.body.content, is_html)
-    sender = _address(gm.from_) or _address(gm.sender)
+            headers[name] = str(h.get("value") or "")
+    body = gm.get("body") or {}
+    content = str(body.get("content") or "")
+    is_html = str(body.get("contentType") or "").lower() == "html"
+    text = _clean(content, is_html) if content else ""
     return Message(
         mailbox=mailbox,
-        provider_id=gm.id,
-        subject=gm.subject or "",
-        sender=sender,
-        reply_to=_addresses(gm.reply_to),
-        to=_addresses(gm.to_recipients),
-        cc=_addresses(gm.cc_recipients),
-        date=gm.received_date_time,
-        internet_message_id=gm.internet_message_id,
+        provider_id=str(gm["id"]),
+        subject=str(gm.get("subject") or ""),
+        sender=_address(gm.get("from")) or _address(gm.get("sender")),
+        reply_to=_addresses(gm.get("replyTo")),
+        to=_addresses(gm.get("toRecipients")),
+        cc=_addresses(gm.get("ccRecipients")),
+        date=_date(gm.get("receivedDateTime")),
+        internet_message_id=gm.get("internetMessageId"),
         headers=headers,
-        text=body_text,
+        text=text,
         attachments=attachments or [],
-        size=len(body_text.encode()),
-        categories=list(gm.categories or []),
+        size=len(text.encode()),
+        categories=[str(c) for c in gm.get("categories") or []],
         processed_marker=has_marker(gm),
     )

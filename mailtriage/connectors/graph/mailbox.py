@@ -9,6 +9,7 @@ extended property as the durable "processed" marker.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -44,6 +45,9 @@ from mailtriage.connectors.graph.convert import (
     EXPAND_MARKER,
     MARKER_ID,
     SELECT,
+    Json,
+    attachments_of,
+    has_marker,
     is_removed,
     to_message,
 )
@@ -174,16 +178,37 @@ class GraphMailbox:
         days = self.mailbox_settings.backfill_days if self.mailbox_settings else 0
         return datetime.now(UTC) - timedelta(days=days)
 
-    async def _delta(self, url: str) -> Any:
+    async def _raw(self, builder: Any, info: Any) -> Json:
+        """Send an SDK-built GET and return the JSON body (no SDK model deserialisation)."""
+        from msgraph.generated.models.o_data_errors.o_data_error import ODataError
+
+        with map_graph_errors(self.address):
+            raw = await builder.request_adapter.send_primitive_async(
+                info, "bytes", {"XXX": ODataError}
+            )
+        try:
+            data = json.loads(raw or b"{}")
+        except ValueError as exc:
+            raise ConnectorError(f"Graph sent invalid JSON: {exc}", mailbox=self.address) from exc
+        if not isinstance(data, dict):
+            raise ConnectorError("Graph sent a non-object JSON body", mailbox=self.address)
+        return data
+
+    async def _delta(self, url: str) -> Json:
         cfg = _cfg(
             PREFER_TEXT, PREFER_IMMUTABLE, f"odata.maxpagesize={self.settings.graph.page_size}"
         )
+        builder = self._user.mail_folders.by_mail_folder_id("inbox").messages.delta.with_url(url)
+        return await self._raw(builder, builder.to_get_request_information(cfg))
+
+    async def _patch(self, msg_id: str, body: GraphMessage) -> None:
+        """PATCH a message without deserialising the echoed message."""
+        from msgraph.generated.models.o_data_errors.o_data_error import ODataError
+
+        builder = self._msg(msg_id)
+        info = builder.to_patch_request_information(body)
         with map_graph_errors(self.address):
-            return (
-                await self._user.mail_folders.by_mail_folder_id("inbox")
-                .messages.delta.with_url(url)
-                .get(request_configuration=cfg)
-            )
+            await builder.request_adapter.send_no_response_content_async(info, {"XXX": ODataError})
 
     async def changes(self, cursor: str | None) -> ChangePage:
         """One delta page. `cursor` is a nextLink/deltaLink; None starts per backfill_days.
@@ -202,7 +227,9 @@ class GraphMailbox:
                 "graph %s: delta token expired (%s); resync from %sh ago", self.address, exc, hours
             )
             resp = await self._delta(self._delta_url(datetime.now(UTC) - timedelta(hours=hours)))
-        items = [gm for gm in resp.value or [] if not is_removed(gm)]
+        items = [
+            gm for gm in resp.get("value") or [] if isinstance(gm, dict) and not is_removed(gm)
+        ]
         atts = await asyncio.gather(*(self._attachments(gm) for gm in items))
         page = ChangePage()
         for gm, att in zip(items, atts, strict=True):
@@ -211,14 +238,15 @@ class GraphMailbox:
             except (ValueError, TypeError, AttributeError) as exc:
                 page.failures.append(
                     Failure(
-                        provider_id=gm.id or "?",
+                        provider_id=str(gm.get("id") or "?"),
                         reason=f"unreadable Graph message: {exc}",
-                        internet_message_id=gm.internet_message_id,
-                        subject=gm.subject or "",
+                        internet_message_id=gm.get("internetMessageId"),
+                        subject=str(gm.get("subject") or ""),
                     )
                 )
-        page.cursor = resp.odata_next_link or resp.odata_delta_link or cursor
-        page.more = bool(resp.odata_next_link)
+        next_link = resp.get("@odata.nextLink")
+        page.cursor = next_link or resp.get("@odata.deltaLink") or cursor
+        page.more = bool(next_link)
         return page
 
     async def fetch(self, provider_id: str) -> Message:
@@ -230,39 +258,30 @@ class GraphMailbox:
         q = MessageItemRequestBuilder.MessageItemRequestBuilderGetQueryParameters(
             select=SELECT, expand=[EXPAND_MARKER]
         )
-        with map_graph_errors(self.address):
-            gm = await self._msg(provider_id).get(
-                request_configuration=_cfg(PREFER_TEXT, PREFER_IMMUTABLE, query=q)
-            )
-        if gm is None:
-            raise NotFoundError(f"message {provider_id} not found", mailbox=self.address)
+        builder = self._msg(provider_id)
+        gm = await self._raw(
+            builder,
+            builder.to_get_request_information(_cfg(PREFER_TEXT, PREFER_IMMUTABLE, query=q)),
+        )
         try:
             return to_message(self.address, gm, await self._attachments(gm))
         except (ValueError, TypeError, AttributeError) as exc:
             raise MessageParseError(f"unreadable Graph message: {exc}") from exc
 
-    async def _attachments(self, gm: GraphMessage) -> list[Attachment]:
+    async def _attachments(self, gm: Json) -> list[Attachment]:
         """Attachment names/types/sizes (never content); one GET, only when there are some."""
-        if not gm.has_attachments or not gm.id:
-            return []
-        from mailtriage.connectors.graph.convert import has_marker
-
-        if has_marker(gm):
+        if not gm.get("hasAttachments") or not gm.get("id") or has_marker(gm):
             return []
         q = AttachmentsRequestBuilder.AttachmentsRequestBuilderGetQueryParameters(
             select=["name", "contentType", "size", "isInline"]
         )
+        builder = self._msg(str(gm["id"])).attachments
         try:
-            with map_graph_errors(self.address):
-                resp = await self._msg(gm.id).attachments.get(request_configuration=_cfg(query=q))
+            data = await self._raw(builder, builder.to_get_request_information(_cfg(query=q)))
         except ConnectorError as exc:  # a hint only: never lose the message for it
             log.warning("graph %s: attachment list unavailable: %s", self.address, exc)
             return []
-        return [
-            Attachment(a.name or "", a.content_type or "application/octet-stream", a.size or 0)
-            for a in resp.value or []
-            if not a.is_inline
-        ]
+        return attachments_of(data.get("value"))
 
     # -- actions -------------------------------------------------------------------
 
@@ -293,8 +312,7 @@ class GraphMailbox:
         elif isinstance(action, Forward):
             await self._forward(message, msg_id, action)
         elif isinstance(action, MarkRead):
-            with map_graph_errors(self.address):
-                await self._msg(msg_id).patch(GraphMessage(is_read=True))
+            await self._patch(msg_id, GraphMessage(is_read=True))
         else:  # pragma: no cover - exhaustive over core.actions
             raise ConnectorError(f"unsupported action {action!r}", mailbox=self.address)
         return None
@@ -302,8 +320,7 @@ class GraphMailbox:
     async def _label(self, message: Message, msg_id: str, action: Label) -> None:
         await self._ensure_master_category(action.name, action.color)
         cats = list(dict.fromkeys([*message.categories, action.name]))
-        with map_graph_errors(self.address):
-            await self._msg(msg_id).patch(GraphMessage(categories=cats))
+        await self._patch(msg_id, GraphMessage(categories=cats))
         message.categories = cats
 
     async def _ensure_master_category(self, name: str, color: str | None) -> None:
@@ -426,8 +443,8 @@ class GraphMailbox:
         if draft is None or not draft.id:
             raise ConnectorError("createForward returned no draft", mailbox=self.address)
         try:
+            await self._patch(draft.id, patch)
             with map_graph_errors(self.address):
-                await self._msg(draft.id).patch(patch)
                 await self._msg(draft.id).send.post()
         except ConnectorError:
             await self._discard_draft(draft.id)
@@ -447,10 +464,9 @@ class GraphMailbox:
         prop = SingleValueLegacyExtendedProperty(
             id=MARKER_ID, value=f"v1;{decision.category};{decision.confidence:.2f}"
         )
-        with map_graph_errors(self.address):
-            await self._msg(message.provider_id).patch(
-                GraphMessage(single_value_extended_properties=[prop])
-            )
+        await self._patch(
+            message.provider_id, GraphMessage(single_value_extended_properties=[prop])
+        )
 
     async def aclose(self) -> None:
         if self._owns_client:

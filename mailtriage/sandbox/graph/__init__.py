@@ -232,8 +232,13 @@ class GraphEmulator:
         retry_after: float | None = 0,
         code: str | None = None,
         message: str | None = None,
+        every: int = 1,
     ) -> None:
-        """Make the next `times` matching requests fail with `status` (429/503/500...)."""
+        """Make the next `times` matching requests fail with `status` (429/503/500...).
+
+        `every=n` hits only every n-th matching request: a storm the client can get
+        through, rather than an outage.
+        """
         default = {
             429: ("TooManyRequests", "Too many requests, please retry later."),
             503: ("serviceNotAvailable", "The service is temporarily unavailable."),
@@ -249,6 +254,7 @@ class GraphEmulator:
                     method=method,
                     path_contains=path_contains,
                     retry_after=retry_after,
+                    every=every,
                 )
             )
 

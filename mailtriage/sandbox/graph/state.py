@@ -183,6 +183,8 @@ class Fault:
     method: str | None = None
     path_contains: str | None = None
     retry_after: float | None = None
+    every: int = 1  # hit every n-th matching request (a storm rather than an outage)
+    seen: int = 0
 
 
 @dataclass
@@ -284,6 +286,9 @@ class State:
             if f.method and f.method.upper() != method:
                 continue
             if f.path_contains and f.path_contains not in path:
+                continue
+            f.seen += 1
+            if f.seen % f.every:
                 continue
             f.times -= 1
             return f
