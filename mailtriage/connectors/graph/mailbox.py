@@ -201,14 +201,17 @@ class GraphMailbox:
         builder = self._user.mail_folders.by_mail_folder_id("inbox").messages.delta.with_url(url)
         return await self._raw(builder, builder.to_get_request_information(cfg))
 
-    async def _patch(self, msg_id: str, body: GraphMessage) -> None:
-        """PATCH a message without deserialising the echoed message."""
+    async def _send(self, builder: Any, info: Any) -> None:
+        """Send an SDK-built request and ignore any response body."""
         from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 
-        builder = self._msg(msg_id)
-        info = builder.to_patch_request_information(body)
         with map_graph_errors(self.address):
             await builder.request_adapter.send_no_response_content_async(info, {"XXX": ODataError})
+
+    async def _patch(self, msg_id: str, body: GraphMessage) -> None:
+        """PATCH a message without deserialising the echoed message."""
+        builder = self._msg(msg_id)
+        await self._send(builder, builder.to_patch_request_information(body))
 
     async def changes(self, cursor: str | None) -> ChangePage:
         """One delta page. `cursor` is a nextLink/deltaLink; None starts per backfill_days.
@@ -330,15 +333,16 @@ class GraphMailbox:
         masters = self._user.outlook.master_categories
         try:
             if self._master is None:
-                with map_graph_errors(self.address):
-                    resp = await masters.get()
-                self._master = {(c.display_name or "").lower() for c in resp.value or []}
+                resp = await self._raw(masters, masters.to_get_request_information())
+                self._master = {
+                    str(c.get("displayName") or "").lower() for c in resp.get("value") or []
+                }
             if name.lower() in self._master:
                 return
             col = _color(color)
             try:
-                with map_graph_errors(self.address):
-                    await masters.post(OutlookCategory(display_name=name, color=col))
+                category = OutlookCategory(display_name=name, color=col)
+                await self._send(masters, masters.to_post_request_information(category))
             except ConnectorError as exc:
                 if "409" not in str(exc):  # created meanwhile by someone else: fine
                     raise
@@ -353,21 +357,19 @@ class GraphMailbox:
 
     async def _move(self, msg_id: str, path: str) -> str | None:
         folder_id = await self.folder_id(path)
-        body = MovePostRequestBody(destination_id=folder_id)
+        builder = self._msg(msg_id).move
+
+        def request(folder: str) -> Any:
+            body = MovePostRequestBody(destination_id=folder)
+            return builder.to_post_request_information(body, _cfg(PREFER_IMMUTABLE))
+
         try:
-            with map_graph_errors(self.address):
-                moved = await self._msg(msg_id).move.post(
-                    body, request_configuration=_cfg(PREFER_IMMUTABLE)
-                )
+            moved = await self._raw(builder, request(folder_id))
         except NotFoundError:
             # The cached folder may have been deleted by staff: resolve again once.
             await self._forget_folder(path)
-            body = MovePostRequestBody(destination_id=await self.folder_id(path))
-            with map_graph_errors(self.address):
-                moved = await self._msg(msg_id).move.post(
-                    body, request_configuration=_cfg(PREFER_IMMUTABLE)
-                )
-        return moved.id if moved is not None else None
+            moved = await self._raw(builder, request(await self.folder_id(path)))
+        return str(moved["id"]) if moved.get("id") else None
 
     def _folder_key(self, path: str) -> str:
         return "graph.folder:" + path.strip("/").lower()
@@ -399,23 +401,21 @@ class GraphMailbox:
         q = ChildFoldersRequestBuilder.ChildFoldersRequestBuilderGetQueryParameters(
             filter=f"displayName eq '{escaped}'", select=["id", "displayName"]
         )
-        with map_graph_errors(self.address):
-            found = await children.get(request_configuration=_cfg(query=q))
-        for f in found.value or []:
-            if (f.display_name or "").lower() == name.lower() and f.id:
-                return str(f.id)
+        lookup = children.to_get_request_information(_cfg(query=q))
+        for f in (await self._raw(children, lookup)).get("value") or []:
+            if str(f.get("displayName") or "").lower() == name.lower() and f.get("id"):
+                return str(f["id"])
+        create = children.to_post_request_information(MailFolder(display_name=name))
         try:
-            with map_graph_errors(self.address):
-                created = await children.post(MailFolder(display_name=name))
+            created = await self._raw(children, create)
         except ConnectorError as exc:
-            if "409" not in str(exc):
+            if "409" not in str(exc):  # created meanwhile: look it up again
                 raise
-            with map_graph_errors(self.address):
-                found = await children.get(request_configuration=_cfg(query=q))
-            return str(next(f.id for f in found.value or [] if f.id))
-        if created is None or not created.id:
+            found = (await self._raw(children, lookup)).get("value") or []
+            return str(next(f["id"] for f in found if f.get("id")))
+        if not created.get("id"):
             raise ConnectorError(f"folder {name!r} was not created", mailbox=self.address)
-        return str(created.id)
+        return str(created["id"])
 
     async def _forward(self, message: Message, msg_id: str, action: Forward) -> None:
         """createForward → PATCH recipients, Reply-To and the loop header → send."""
@@ -435,19 +435,20 @@ class GraphMailbox:
         )
         if reply_to:
             patch.reply_to = [_recipient(reply_to)]
-        with map_graph_errors(self.address):
-            draft = await self._msg(msg_id).create_forward.post(
-                CreateForwardPostRequestBody(comment=action.note),
-                request_configuration=_cfg(PREFER_IMMUTABLE),
-            )
-        if draft is None or not draft.id:
+        builder = self._msg(msg_id).create_forward
+        body = CreateForwardPostRequestBody(comment=action.note)
+        draft = await self._raw(
+            builder, builder.to_post_request_information(body, _cfg(PREFER_IMMUTABLE))
+        )
+        draft_id = str(draft.get("id") or "")
+        if not draft_id:
             raise ConnectorError("createForward returned no draft", mailbox=self.address)
         try:
-            await self._patch(draft.id, patch)
-            with map_graph_errors(self.address):
-                await self._msg(draft.id).send.post()
+            await self._patch(draft_id, patch)
+            send = self._msg(draft_id).send
+            await self._send(send, send.to_post_request_information())
         except ConnectorError:
-            await self._discard_draft(draft.id)
+            await self._discard_draft(draft_id)
             raise
 
     async def _discard_draft(self, draft_id: str) -> None:

@@ -1,0 +1,150 @@
+"""End-to-end triage throughput against the Graph emulator and the sandbox LLM.
+
+For each LLM latency (0 ms, 300 ms) and mailbox count (1, 10): deliver messages into
+the shared mailboxes of a `GraphEmulator`, run one `sync_all` pass of the real Pipeline
+(Ledger on SQLite, LLMClassifier on `SandboxLLM`, GraphMailbox through msgraph-sdk), and
+print messages triaged per second and Graph requests per triaged message.
+
+    .venv/bin/python bench/graph_e2e.py [--messages 60] [--llm-concurrency 4]
+
+Every message is labelled, moved and (except advertising) forwarded to a department
+mailbox of the emulator, then marked processed: the full production path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailtriage.connectors.graph import GraphMailbox, build_client
+from mailtriage.core import logs
+from mailtriage.core.ledger import Ledger
+from mailtriage.core.llm import LLMClassifier
+from mailtriage.core.pipeline import Outcome, Pipeline
+from mailtriage.core.runtime import sync_all
+from mailtriage.sandbox.graph import GraphEmulator
+from mailtriage.sandbox.graph.config import sandbox_settings
+from mailtriage.sandbox.llm import DEFAULT_MODEL, SandboxLLM
+
+DEPARTMENTS = [
+    "rh@atelier-dupont.fr",
+    "compta@atelier-dupont.fr",
+    "sav@atelier-dupont.fr",
+    "commercial@atelier-dupont.fr",
+]
+MAILS = [
+    ("Candidature spontanée", "Bonjour, je vous adresse ma candidature et mon CV pour le poste."),
+    ("Facture 2024-118", "Veuillez trouver notre facture fournisseur, échéance au 30."),
+    ("Ma commande n'est pas arrivée", "Ma commande n 4412 : colis pas reçu, remboursement ?"),
+    ("Demande de devis", "Pourriez-vous nous faire un devis pour 40 chaises ?"),
+    ("Newsletter de novembre", "Promotion exclusive -30% ce week-end. Se désabonner."),
+]
+
+
+@dataclass
+class Figures:
+    latency_ms: int
+    mailboxes: int
+    messages: int
+    done: int
+    seconds: float
+    graph_requests: int
+    throttled: int
+    max_in_flight: int
+
+    @property
+    def rate(self) -> float:
+        return self.done / self.seconds if self.seconds else 0.0
+
+
+async def run_case(
+    latency_ms: int, n_mailboxes: int, per_mailbox: int, llm_concurrency: int
+) -> Figures:
+    shared = [f"contact{i}@atelier-dupont.fr" for i in range(n_mailboxes)]
+    with GraphEmulator() as emu, SandboxLLM() as llm, tempfile.TemporaryDirectory() as tmp:
+        for address in shared + DEPARTMENTS:
+            emu.add_mailbox(address)
+        llm.faults.set_latency(latency_ms / 1000)
+        settings = sandbox_settings(
+            emu.base_url,
+            shared,
+            llm={
+                "base_url": llm.base_url,
+                "model": DEFAULT_MODEL,
+                "few_shot": 0,
+                "max_concurrency": llm_concurrency,
+            },
+            classifier="llm",
+        )
+        ledger = Ledger(f"sqlite:///{Path(tmp) / 'state.db'}")
+        classifier = LLMClassifier(settings)
+        client = build_client(settings.graph)  # one client (token, pool) for every mailbox
+        boxes = [
+            GraphMailbox.from_settings(settings, m, ledger, client=client)
+            for m in settings.mailboxes
+        ]
+        pipeline = Pipeline(settings, ledger, classifier)
+        await sync_all(pipeline, boxes)  # start-up: cursor "from now"
+        for address in shared:
+            for i in range(per_mailbox):
+                subject, body = MAILS[i % len(MAILS)]
+                emu.deliver(
+                    address, subject=f"{subject} #{i}", body=body, sender=f"c{i}@example.org"
+                )
+        before = len(emu.requests)
+        t0 = time.perf_counter()
+        reports = await sync_all(pipeline, boxes)
+        seconds = time.perf_counter() - t0
+        log = emu.requests[before:]
+        statuses = Counter(
+            r.status
+            for rep in reports.values()
+            if not isinstance(rep, Exception)
+            for r in rep.results
+        )
+        done = sum(
+            rep.count(Outcome.DONE) for rep in reports.values() if not isinstance(rep, Exception)
+        )
+        assert done == per_mailbox * n_mailboxes, (statuses, reports)
+        await client.aclose()
+        await classifier.aclose()
+        ledger.close()
+        return Figures(
+            latency_ms,
+            n_mailboxes,
+            per_mailbox * n_mailboxes,
+            done,
+            seconds,
+            len(log),
+            sum(1 for r in log if r.status == 429),
+            max(emu.max_inflight(a) for a in shared),
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=60, help="messages per run (total)")
+    parser.add_argument("--llm-concurrency", type=int, default=4, help="[llm] max_concurrency")
+    args = parser.parse_args()
+    logs.configure(level="WARNING")
+    print(
+        f"{'LLM latency':>11} {'mailboxes':>9} {'messages':>8} {'seconds':>8} "
+        f"{'msg/s':>7} {'Graph req/msg':>13} {'429s':>5} {'max in flight/mbx':>17}"
+    )
+    for latency in (0, 300):
+        for n in (1, 10):
+            f = asyncio.run(run_case(latency, n, max(1, args.messages // n), args.llm_concurrency))
+            print(
+                f"{f.latency_ms:>9}ms {f.mailboxes:>9} {f.done:>8} {f.seconds:>8.2f} "
+                f"{f.rate:>7.1f} {f.graph_requests / f.done:>13.2f} {f.throttled:>5} "
+                f"{f.max_in_flight:>17}"
+            )
+
+
+if __name__ == "__main__":
+    main()
