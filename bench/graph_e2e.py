@@ -5,10 +5,12 @@ the shared mailboxes of a `GraphEmulator`, run one `sync_all` pass of the real P
 (Ledger on SQLite, LLMClassifier on `SandboxLLM`, GraphMailbox through msgraph-sdk), and
 print messages triaged per second and Graph requests per triaged message.
 
-    .venv/bin/python bench/graph_e2e.py [--messages 60] [--llm-concurrency 4]
+    .venv/bin/python bench/graph_e2e.py [--messages 60] [--llm-concurrency 4] [--db-dir DIR]
 
 Every message is labelled, moved and (except advertising) forwarded to a department
-mailbox of the emulator, then marked processed: the full production path.
+mailbox of the emulator, then marked processed: the full production path. A second table
+times the connector alone (delta + the same native actions + marker, 4 messages at a
+time per mailbox, no ledger and no model) to separate Graph costs from the rest.
 """
 
 from __future__ import annotations
@@ -23,9 +25,13 @@ from pathlib import Path
 
 from mailtriage.connectors.graph import GraphMailbox, build_client
 from mailtriage.core import logs
+from mailtriage.core.actions import ActionPlan, Forward, Label, Move
+from mailtriage.core.decision import Decision
 from mailtriage.core.ledger import Ledger
 from mailtriage.core.llm import LLMClassifier
+from mailtriage.core.message import Message
 from mailtriage.core.pipeline import Outcome, Pipeline
+from mailtriage.core.ports import MemoryStateStore
 from mailtriage.core.runtime import sync_all
 from mailtriage.sandbox.graph import GraphEmulator
 from mailtriage.sandbox.graph.config import sandbox_settings
@@ -63,10 +69,18 @@ class Figures:
 
 
 async def run_case(
-    latency_ms: int, n_mailboxes: int, per_mailbox: int, llm_concurrency: int
+    latency_ms: int,
+    n_mailboxes: int,
+    per_mailbox: int,
+    llm_concurrency: int,
+    db_dir: str | None = None,
 ) -> Figures:
     shared = [f"contact{i}@atelier-dupont.fr" for i in range(n_mailboxes)]
-    with GraphEmulator() as emu, SandboxLLM() as llm, tempfile.TemporaryDirectory() as tmp:
+    with (
+        GraphEmulator() as emu,
+        SandboxLLM() as llm,
+        tempfile.TemporaryDirectory(dir=db_dir) as tmp,
+    ):
         for address in shared + DEPARTMENTS:
             emu.add_mailbox(address)
         llm.faults.set_latency(latency_ms / 1000)
@@ -124,6 +138,76 @@ async def run_case(
             sum(1 for r in log if r.status == 429),
             max(emu.max_inflight(a) for a in shared),
         )
+
+
+PLANS = {
+    "rh": ActionPlan(
+        "rh", (Label("RH", "preset7"), Move("Triage/RH"), Forward((DEPARTMENTS[0],), "note"))
+    ),
+    "publicite": ActionPlan("publicite", (Label("Publicité", "preset12"), Move("Triage/Pub"))),
+}
+
+
+async def connector_only(n_mailboxes: int, per_mailbox: int) -> Figures:
+    """Delta + label/move/forward (or label/move) + marker, no ledger, no model."""
+    shared = [f"contact{i}@atelier-dupont.fr" for i in range(n_mailboxes)]
+    with GraphEmulator() as emu:
+        for address in shared + DEPARTMENTS:
+            emu.add_mailbox(address)
+        settings = sandbox_settings(emu.base_url, shared)
+        client = build_client(settings.graph)
+        boxes = [
+            GraphMailbox.from_settings(settings, m, MemoryStateStore(), client=client)
+            for m in settings.mailboxes
+        ]
+        cursors = {b.address: (await b.changes(None)).cursor for b in boxes}
+        for address in shared:
+            for i in range(per_mailbox):
+                subject, body = MAILS[i % len(MAILS)]
+                emu.deliver(address, subject=f"{subject} #{i}", body=body, sender=f"c{i}@ex.org")
+        before = len(emu.requests)
+        t0 = time.perf_counter()
+
+        async def one(box: GraphMailbox, message: Message, gate: asyncio.Semaphore) -> bool:
+            async with gate:
+                key = "publicite" if "Newsletter" in message.subject else "rh"
+                results = await box.apply(message, PLANS[key])
+                await box.mark_processed(message, Decision(key, 0.9, "bench", "bench"))
+                return all(r.ok for r in results)
+
+        async def mailbox(box: GraphMailbox) -> int:
+            gate = asyncio.Semaphore(4)
+            cursor, done = cursors[box.address], 0
+            while True:
+                page = await box.changes(cursor)
+                oks = await asyncio.gather(*(one(box, m, gate) for m in page.messages))
+                done += sum(oks)
+                cursor = page.cursor
+                if not page.more:
+                    return done
+
+        done = sum(await asyncio.gather(*(mailbox(b) for b in boxes)))
+        seconds = time.perf_counter() - t0
+        log = emu.requests[before:]
+        await client.aclose()
+        return Figures(
+            0,
+            n_mailboxes,
+            per_mailbox * n_mailboxes,
+            done,
+            seconds,
+            len(log),
+            sum(1 for r in log if r.status == 429),
+            max(emu.max_inflight(a) for a in shared),
+        )
+
+
+def _row(f: Figures, latency: str) -> str:
+    return (
+        f"{latency:>11} {f.mailboxes:>9} {f.done:>8} {f.seconds:>8.2f} "
+        f"{f.rate:>7.1f} {f.graph_requests / f.done:>13.2f} {f.throttled:>5} "
+        f"{f.max_in_flight:>17}"
+    )
 
 
 def main() -> None:

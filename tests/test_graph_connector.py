@@ -220,8 +220,8 @@ async def test_throttling_storm_is_absorbed_within_four_in_flight(emu: GraphEmul
         stored = [deliver_application(emu, subject=f"s{i}", attachments=[]) for i in range(20)]
         msgs, _ = await drain(mb, None)
         emu.set_latency(0.01)
-        emu.inject(429, times=25, mailbox=SHARED, retry_after=0)
-        emu.inject(503, times=5, mailbox=SHARED, retry_after=None)
+        emu.inject(429, times=30, mailbox=SHARED, retry_after=0, every=2)
+        emu.inject(503, times=5, mailbox=SHARED, retry_after=None, every=3)
         plan = ActionPlan("rh", (Label("RH"), MarkRead()))
         results = await asyncio.gather(*(mb.apply(m, plan) for m in msgs))
         assert all(r.ok for rs in results for r in rs)
