@@ -74,6 +74,7 @@ async def run_case(
     per_mailbox: int,
     llm_concurrency: int,
     db_dir: str | None = None,
+    graph_latency_ms: int = 0,
 ) -> Figures:
     shared = [f"contact{i}@atelier-dupont.fr" for i in range(n_mailboxes)]
     with (
@@ -84,6 +85,7 @@ async def run_case(
         for address in shared + DEPARTMENTS:
             emu.add_mailbox(address)
         llm.faults.set_latency(latency_ms / 1000)
+        emu.set_latency(graph_latency_ms / 1000)
         settings = sandbox_settings(
             emu.base_url,
             shared,
@@ -148,7 +150,7 @@ PLANS = {
 }
 
 
-async def connector_only(n_mailboxes: int, per_mailbox: int) -> Figures:
+async def connector_only(n_mailboxes: int, per_mailbox: int, graph_latency_ms: int = 0) -> Figures:
     """Delta + label/move/forward (or label/move) + marker, no ledger, no model."""
     shared = [f"contact{i}@atelier-dupont.fr" for i in range(n_mailboxes)]
     with GraphEmulator() as emu:
@@ -165,6 +167,7 @@ async def connector_only(n_mailboxes: int, per_mailbox: int) -> Figures:
             for i in range(per_mailbox):
                 subject, body = MAILS[i % len(MAILS)]
                 emu.deliver(address, subject=f"{subject} #{i}", body=body, sender=f"c{i}@ex.org")
+        emu.set_latency(graph_latency_ms / 1000)
         before = len(emu.requests)
         t0 = time.perf_counter()
 
@@ -214,20 +217,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=60, help="messages per run (total)")
     parser.add_argument("--llm-concurrency", type=int, default=4, help="[llm] max_concurrency")
+    parser.add_argument("--db-dir", default=None, help="where the SQLite ledger goes")
+    parser.add_argument(
+        "--graph-latency-ms", type=int, default=0, help="added to every emulator response"
+    )
     args = parser.parse_args()
     logs.configure(level="WARNING")
-    print(
+    header = (
         f"{'LLM latency':>11} {'mailboxes':>9} {'messages':>8} {'seconds':>8} "
         f"{'msg/s':>7} {'Graph req/msg':>13} {'429s':>5} {'max in flight/mbx':>17}"
     )
+    print(f"Graph emulator latency: {args.graph_latency_ms} ms per request")
+    print("end to end (Pipeline + SQLite ledger + LLMClassifier on SandboxLLM + Graph)")
+    print(header)
     for latency in (0, 300):
         for n in (1, 10):
-            f = asyncio.run(run_case(latency, n, max(1, args.messages // n), args.llm_concurrency))
-            print(
-                f"{f.latency_ms:>9}ms {f.mailboxes:>9} {f.done:>8} {f.seconds:>8.2f} "
-                f"{f.rate:>7.1f} {f.graph_requests / f.done:>13.2f} {f.throttled:>5} "
-                f"{f.max_in_flight:>17}"
+            per = max(1, args.messages // n)
+            f = asyncio.run(
+                run_case(latency, n, per, args.llm_concurrency, args.db_dir, args.graph_latency_ms)
             )
+            print(_row(f, f"{latency}ms"), flush=True)
+    print("connector only (GraphMailbox: delta + actions + marker, 4 at a time per mailbox)")
+    print(header)
+    for n in (1, 10):
+        f = asyncio.run(connector_only(n, max(1, args.messages // n), args.graph_latency_ms))
+        print(_row(f, "-"), flush=True)
 
 
 if __name__ == "__main__":
