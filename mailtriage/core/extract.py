@@ -497,7 +497,8 @@ def _walk_tnef(part: MimePart, parts: _Parts) -> None:
         return
     if body:
         parts.segments.append((is_html, body))
-    parts.attachments += files
+    # Nothing readable inside (an RTF-only body, say): keep winmail.dat itself listed.
+    parts.attachments += files if files or body else [_attachment(part)]
 
 
 def _tnef_body(tnef: tnefparse.TNEF) -> tuple[str, bool]:

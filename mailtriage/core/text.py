@@ -44,24 +44,15 @@ _FORWARD_SUBJECT = re.compile(r"^\s*(?:\[[^\]]*\]\s*)?(?:fwd?|tr|wg|rv|enc|doors
 
 _ATTRIBUTION = re.compile(
     r"""^[->\s]*(?:
-        on\b.*\bwrote\s*:?
-      | le\b.*\ba\s+[ée]crit\s*:?
-      | am\b.*\bschrieb.*:
-      | el\b.*\bescribi[óo]\s*:?
-      | il\b.*\bha\s+scritto\s*:?
-      | op\b.*\bschreef.*:
-      | em\b.*\bescreveu\s*:?
-      | (?:w\s+dniu|dnia)\b.*\bnapisa[łl].*:?
+        (?:on|le)\b.*\b(?:wrote|a\s+[ée]crit)\s*:?
+      | .*\d.*\b(?:wrote|[ée]crit|schrieb|escribi[óo]|scritto|schreef|escreveu|napisa[łl]\S*|
+                   написал\S*|пишет|kirjoitti|skrev|írta|skriver)\s*:
       | .*\d.*<[^<>\s]+@[^<>\s]+>\)?\s*:
-      | .*\d.*\s(?:написал[аи]?|пишет)\s*:
     )[-\s]*$""",
     re.I | re.X,
 )
 # Every attribution ends like one of these: a cheap test before the regular expression.
 _ATTRIBUTION_ENDINGS = (":", "wrote", "écrit", "ecrit")
-_ATTRIBUTION_START = re.compile(
-    r"^[->\s]*(?:(?:on|le|am|el|il|op|em|w\s+dniu|dnia)\b|\d|\w+,\s*\d)", re.I
-)
 _SEPARATOR_REPLY = re.compile(
     r"^[-_=*\s]*(?:original message|message d'origine|message d’origine|"
     r"ursprüngliche nachricht|oprindelig besked|mensaje original|messaggio originale|"
@@ -73,24 +64,28 @@ _SEPARATOR_FORWARD = re.compile(
         (?:forwarded\ message|message\ transf[ée]r[ée]|mensaje\ reenviado|
            weitergeleitete\ nachricht|messaggio\ inoltrato|doorgestuurd\ bericht)[-_=*\s:]*
       | begin\ forwarded\ message\s*:
-      | d[ée]but\ du\ message\ r[ée]exp[ée]di[ée]\s*:
+      | d[ée]but\ du\ message\ (?:r[ée]exp[ée]di[ée]|transf[ée]r[ée])\s*:
       | transf[ée]r[ée]\ par\b.*
       | forwarded\ by\b.*
     )$""",
     re.I | re.X,
 )
-_HEADER_FROM = re.compile(r"^[*\s]*(?:from|de|von|van|da|fra|från|od|от)[*\s]*:", re.I)
+_HEADER_FROM = re.compile(
+    r"^[*\s]*(?:from|de|von|van|da|fra|från|od|от|exp[ée]diteur|absender)[*\s]*:", re.I
+)
 _HEADER_OTHER = re.compile(
     r"^[*\s]*(?:sent|date|to|cc|subject|envoy[ée](?:\s+le)?|[àa]|objet|sujet|copie\s+[àa]|"
     r"gesendet|an|betreff|datum|verzonden|aan|onderwerp|inviato|oggetto|enviado|para|asunto|"
-    r"assunto|sendt|til|emne|dato)[*\s]*:",
+    r"assunto|sendt|til|emne|dato|destinataire|empf[äa]nger|отправлено|кому|тема|дата|копия)"
+    r"[*\s]*:",
     re.I,
 )
 _HEADER_KEPT_IN_FORWARD = re.compile(
-    r"^[*\s]*(?:from|de|von|van|da|subject|objet|sujet|betreff|onderwerp|oggetto|asunto)[*\s]*:",
+    r"^[*\s]*(?:from|de|von|van|da|exp[ée]diteur|subject|objet|sujet|betreff|onderwerp|oggetto|"
+    r"asunto)[*\s]*:",
     re.I,
 )
-_SIGNATURE_DELIMITER = re.compile(r"^(?:--|—|-- )$")
+_SIGNATURE_DELIMITER = re.compile(r"^(?:--|—+|–+)$")
 _MOBILE_FOOTER = re.compile(
     r"""^(?:
         sent\ from\ my\ [\w ()'’\-]{1,40}\.?
@@ -98,8 +93,9 @@ _MOBILE_FOOTER = re.compile(
       | sent\ with\ [\w ]{1,30}\.?
       | get\ outlook\ for\ (?:ios|android)\b.{0,60}
       | envoy[ée]\ (?:de|depuis|à\ partir\ de)\ (?:mon|ma|l'|outlook|yahoo|gmail)\b.{0,60}
-      | (?:t[ée]l[ée]charger|obtenir)\ outlook\ pour\ (?:ios|android)\b.{0,60}
+      | (?:t[ée]l[ée]charger|obtenir|obtenez)\ outlook\ pour\ (?:ios|android)\b.{0,60}
       | von\ meinem\ [\w ()\-]{1,40}\ gesendet\.?
+      | gesendet\ von\ (?:outlook|yahoo|gmail|meinem|mail)\b.{0,60}
       | enviado\ desde\ mi\ [\w ()\-]{1,40}\.?
       | inviato\ da\ [\w ()\-]{1,40}\.?
     )$""",
@@ -109,7 +105,7 @@ _MOBILE_FOOTER = re.compile(
 _CANDIDATE = re.compile(
     r"""^[-_=*>\s]*(?:
         [^\W\d_]+(?:\s[^\W\d_]+)?[*\s]*:
-      | \d | \w+,\s*\d
+      | .{0,60}\d
       | (?:on|le|am|el|il|op|em|w\s+dniu|dnia)\b
       | original|message|ursp|oprind|mensaje|messaggio|oorspr|opprinn|alkup
       | forwarded|weitergeleitete|doorgestuurd|begin|d[ée]but|transf
@@ -134,7 +130,7 @@ _HTML_BLOCKS = frozenset(
 _HTML_CELLS = frozenset({"td", "th"})
 _WHITESPACE = re.compile(r"\s+")
 _SPACES = re.compile(r"[ \t\f\v\u00a0\u2000-\u200a\u202f\u205f\u3000]+")
-_INVISIBLE = re.compile(r"[\u200b-\u200d\u2060\ufeff\u00ad]")
+_INVISIBLE = re.compile(r"[\u200b-\u200f\u2060\ufeff\u00ad]")
 _BLANK_RUNS = re.compile(r"\n{3,}")
 
 
@@ -199,17 +195,26 @@ def html_to_text(html: str) -> str:
     out: list[str] = []
     depth = 0
     position = 0
+    fresh_line = True  # nothing but the quote prefix written on the current line
     for match in _HTML_TAG.finditer(html):
-        out.append(html[position : match.start()])
+        chunk = html[position : match.start()]
+        if chunk:
+            out.append(chunk)
+            fresh_line = fresh_line and chunk.isspace()
         position = match.end()
         name = match.group(2).lower()
+        closing = bool(match.group(1))
         if name == "blockquote":
-            depth = max(depth + (-1 if match.group(1) else 1), 0)
+            depth = max(depth + (-1 if closing else 1), 0)
             out.append("\n" + "> " * depth)
-        elif name in _HTML_BLOCKS:
-            out.append("\n" + "> " * depth + ("- " if name == "li" and not match.group(1) else ""))
+            fresh_line = True
+        elif name == "br" or (name in _HTML_BLOCKS and not fresh_line):
+            out.append("\n" + "> " * depth)
+            fresh_line = True
         elif name in _HTML_CELLS:
             out.append(" ")
+        if name == "li" and not closing:
+            out.append("- ")
     out.append(html[position:])
     return html_lib.unescape("".join(out))
 
@@ -323,8 +328,6 @@ def _rule_above(lines: list[str], index: int) -> int:
 
 
 def _attribution_at(lines: list[str], index: int) -> _Marker | None:
-    if not _ATTRIBUTION_START.match(lines[index]):
-        return None
     joined = ""
     for offset in range(_ATTRIBUTION_SPAN):
         end = index + offset
