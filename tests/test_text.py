@@ -203,7 +203,8 @@ def test_outlook_block_is_content_in_a_forward() -> None:
 
 def test_outlook_block_with_nothing_above_is_a_forward() -> None:
     text = clean_body(OUTLOOK_FR.split("\n", 2)[2], html=False, subject="Commande 4512")
-    assert text.endswith("Objet : Commande 4512 non livrée\n\nMa commande n'est toujours pas arrivée.")
+    assert text.startswith("De : Marie Martin <marie@client.fr>\nObjet : Commande 4512")
+    assert text.endswith("Ma commande n'est toujours pas arrivée.")
 
 
 def test_forward_keeps_content_but_cuts_the_history_beneath_it() -> None:

@@ -102,7 +102,7 @@ _FOLD = re.compile(r"\r?\n(?=[ \t])")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]+")
 _WS = re.compile(r"\s+")
 _BASE64_JUNK = re.compile(rb"[^A-Za-z0-9+/]")
-_EMAIL = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")
+_EMAIL = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)*")
 _MESSAGE_ID = re.compile(r"<[^<>\s]+>")
 _BOUNDARY_LINE = re.compile(r"^--(\S[^\r\n]{0,68}?)[ \t]*\r?\n[\w-]+:", re.M)
 _HTML_START = re.compile(r"\s*<(?:!doctype\s+html|html|head|body)\b", re.I)
@@ -269,7 +269,7 @@ def _word_bytes(encoding: str, payload: str) -> bytes:
     data = _to_bytes(payload)
     try:
         if encoding in "bB":
-            return binascii.a2b_base64(data + b"=" * (-len(data) % 4))
+            return binascii.a2b_base64(data + b"=" * (-len(data) % 4)) or data
         return binascii.a2b_qp(data, header=True)
     except (binascii.Error, ValueError):
         return data
@@ -303,13 +303,21 @@ def _addresses(headers: dict[str, list[str]], name: str) -> list[Address]:
     values = [_FOLD.sub("", value[: MAX_HEADER_CHARS * 8]) for value in raw]
     values = [decode_text(_to_bytes(v), None) if _has_surrogates(v) else v for v in values]
     found = [
-        Address(email=email.strip(), name=decode_header_value(name, limit=200))
-        for name, email in getaddresses(values)
-        if "@" in email
+        Address(email=email, name=decode_header_value(name, limit=200))
+        for name, email in ((n, _clean_email(e)) for n, e in getaddresses(values))
+        if email
     ]
     if not found:  # malformed list: keep whatever looks like an address
         found = [Address(email=email) for value in values for email in _EMAIL.findall(value)]
     return found[:MAX_ADDRESSES]
+
+
+def _clean_email(value: str) -> str:
+    value = value.strip()
+    if _EMAIL.fullmatch(value):
+        return value
+    match = _EMAIL.search(value)
+    return match.group(0) if match else ""
 
 
 def _first(addresses: list[Address]) -> Address | None:
