@@ -25,6 +25,7 @@ from email.parser import BytesParser
 from email.policy import compat32
 from email.utils import getaddresses, parsedate_to_datetime
 from functools import lru_cache
+from itertools import islice
 
 import tnefparse
 
@@ -229,11 +230,17 @@ def _codecs_for(charset: str | None) -> tuple[str, ...]:
 # --- headers -------------------------------------------------------------------------------
 
 
-def decode_header_value(value: str, *, limit: int = MAX_HEADER_CHARS) -> str:
-    """A header as readable text: unfolded, RFC 2047 words decoded, raw 8-bit bytes decoded."""
+def decode_header_value(
+    value: str, *, limit: int = MAX_HEADER_CHARS, charset: str | None = None
+) -> str:
+    """A header as readable text: unfolded, RFC 2047 words decoded, raw 8-bit bytes decoded.
+
+    `charset` is the guess for raw 8-bit bytes (the body's charset: senders that put raw
+    bytes in headers write them in the same charset as the body).
+    """
     value = _FOLD.sub("", value[: limit * 8])
     if _has_surrogates(value):
-        value = decode_text(_to_bytes(value), None)
+        value = decode_text(_to_bytes(value), charset)
     if "=?" in value:
         value = _decode_words(value)
     value = _WS.sub(" ", _CONTROL.sub(" ", value)).strip()
@@ -275,33 +282,42 @@ def _word_bytes(encoding: str, payload: str) -> bytes:
         return data
 
 
-def _index_headers(mime: MimePart) -> dict[str, list[str]]:
-    """Raw header values by lower-cased name, in order: read once, looked up many times."""
-    index: dict[str, list[str]] = {}
+@dataclass(frozen=True, slots=True)
+class _Headers:
+    """Raw header values by lower-cased name, read once and looked up many times."""
+
+    values: dict[str, list[str]]
+    charset: str | None  # guess for raw 8-bit header bytes
+
+    def first(self, name: str, *, limit: int = MAX_HEADER_CHARS) -> str:
+        found = self.values.get(name)
+        return decode_header_value(found[0], limit=limit, charset=self.charset) if found else ""
+
+
+def _index_headers(mime: MimePart) -> _Headers:
+    values: dict[str, list[str]] = {}
     for key, value in mime.raw_items():
-        index.setdefault(key.lower(), []).append(str(value))
-    return index
+        values.setdefault(key.lower(), []).append(str(value))
+    charsets = (part.get_content_charset() for part in islice(mime.walk(), 8))
+    return _Headers(values, next((c for c in charsets if c), None))
 
 
-def _header(headers: dict[str, list[str]], name: str, *, limit: int = MAX_HEADER_CHARS) -> str:
-    values = headers.get(name)
-    return decode_header_value(values[0], limit=limit) if values else ""
+def _subject(headers: _Headers) -> str:
+    return headers.first("subject", limit=MAX_SUBJECT_CHARS)
 
 
-def _subject(headers: dict[str, list[str]]) -> str:
-    return _header(headers, "subject", limit=MAX_SUBJECT_CHARS)
+def _kept_headers(headers: _Headers) -> dict[str, str]:
+    return {name: headers.first(name) for name in KEPT_HEADERS if name in headers.values}
 
 
-def _kept_headers(headers: dict[str, list[str]]) -> dict[str, str]:
-    return {name: _header(headers, name) for name in KEPT_HEADERS if name in headers}
-
-
-def _addresses(headers: dict[str, list[str]], name: str) -> list[Address]:
-    raw = headers.get(name)
+def _addresses(headers: _Headers, name: str) -> list[Address]:
+    raw = headers.values.get(name)
     if not raw:
         return []
     values = [_FOLD.sub("", value[: MAX_HEADER_CHARS * 8]) for value in raw]
-    values = [decode_text(_to_bytes(v), None) if _has_surrogates(v) else v for v in values]
+    values = [
+        decode_text(_to_bytes(v), headers.charset) if _has_surrogates(v) else v for v in values
+    ]
     found = [
         Address(email=email, name=decode_header_value(name, limit=200))
         for name, email in ((n, _clean_email(e)) for n, e in getaddresses(values))
@@ -324,8 +340,8 @@ def _first(addresses: list[Address]) -> Address | None:
     return addresses[0] if addresses else None
 
 
-def _date(headers: dict[str, list[str]]) -> datetime | None:
-    value = _header(headers, "date", limit=200)
+def _date(headers: _Headers) -> datetime | None:
+    value = headers.first("date", limit=200)
     if not value:
         return None
     try:
@@ -335,8 +351,8 @@ def _date(headers: dict[str, list[str]]) -> datetime | None:
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
-def _message_id(headers: dict[str, list[str]]) -> str | None:
-    value = _header(headers, "message-id", limit=998)
+def _message_id(headers: _Headers) -> str | None:
+    value = headers.first("message-id", limit=998)
     if not value:
         return None
     match = _MESSAGE_ID.search(value)
@@ -448,7 +464,7 @@ def _add_forward(inner: MimePart, parts: _Parts, depth: int) -> None:
     if len(parts.forwards) >= MAX_FORWARDS:
         return
     head = ["---------- Forwarded message ----------"]
-    sender = _header(headers, "from", limit=300)
+    sender = headers.first("from", limit=300)
     if sender:
         head.append(f"From: {sender}")
     if subject:

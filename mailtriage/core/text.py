@@ -112,6 +112,10 @@ _CANDIDATE = re.compile(
     )""",
     re.I | re.X,
 )
+_PGP_SIGNED = "-----BEGIN PGP SIGNED MESSAGE-----"
+_PGP_BEGIN_SIGNATURE = "-----BEGIN PGP SIGNATURE-----"
+_PGP_END_SIGNATURE = "-----END PGP SIGNATURE-----"
+_BASE64_LINE = re.compile(r"^[A-Za-z0-9+/]{40,}={0,2}$")
 _QUOTE_LINE = re.compile(r"^>")
 _MESSAGE_DU = re.compile(r"^message du\b", re.I)
 _RULE_LINE = re.compile(r"^[-_=*~—–\s]+$")
@@ -155,7 +159,7 @@ def clean_body(text: str, *, html: bool, subject: str = "") -> str:
     """
     if html:
         text = html_to_text(text)
-    lines = _normalise_lines(text)
+    lines = _drop_armour(_normalise_lines(text))
     kept = _strip_history(lines, forwarded=is_forward_subject(subject))
     return _join(kept)
 
@@ -234,6 +238,45 @@ def _cut(text: str, limit: int) -> str:
 def _normalise_lines(text: str) -> list[str]:
     text = _INVISIBLE.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
     return [line.strip() for line in _SPACES.sub(" ", text).split("\n")]
+
+
+def _drop_armour(lines: list[str]) -> list[str]:
+    """Remove PGP armour and runs of base64 lines (a leaked attachment is not text)."""
+    kept: list[str] = []
+    signed = in_signature = False
+    previous = ""
+    for line in lines:
+        if line.startswith(_PGP_BEGIN_SIGNATURE):
+            in_signature = True
+        elif in_signature:
+            in_signature = not line.startswith(_PGP_END_SIGNATURE)
+        elif line.startswith(_PGP_SIGNED):
+            signed = True
+        elif not (line.startswith("Hash: ") and previous.startswith(_PGP_SIGNED)):
+            kept.append(line[2:] if signed and line.startswith("- -") else line)
+        previous = line
+    return _drop_base64_runs(kept)
+
+
+def _drop_base64_runs(lines: list[str]) -> list[str]:
+    flags = [bool(_BASE64_LINE.match(line)) for line in lines]
+    kept: list[str] = []
+    for index, line in enumerate(lines):
+        if flags[index] and _in_run(flags, index):
+            continue
+        kept.append(line)
+    return kept
+
+
+def _in_run(flags: list[bool], index: int) -> bool:
+    """True when line `index` belongs to three or more consecutive base64-looking lines."""
+    start = index
+    while start > 0 and flags[start - 1] and index - start < 2:
+        start -= 1
+    end = index
+    while end + 1 < len(flags) and flags[end + 1] and end - start < 2:
+        end += 1
+    return end - start >= 2
 
 
 def _join(lines: list[str]) -> str:
