@@ -114,6 +114,7 @@ def test_spamassassin_subjects_decode(spamassassin: Outcome) -> None:
         "Re: RE: [zzzzteana] Sitting Bull über alles [Long]",
         "Matrox Parhelia™ now available",
         "Robbie Williams signs £80m deal",
+        "[광고] 요즘 뜨는 직종 Best 5 & 자격증 따기 열풍",  # raw 8-bit, body charset ks_c_5601
     }
     subjects = {m.subject for m in spamassassin.messages.values()}
     assert expected <= subjects

@@ -120,6 +120,14 @@ def test_raw_8bit_headers_are_decoded() -> None:
     assert parse(latin).subject == "Réunion"
 
 
+def test_raw_8bit_header_uses_the_body_charset() -> None:
+    head = "Subject: [광고] 자격증\r\nFrom: a@b.kr\r\n".encode("euc-kr")
+    head += b"Content-Type: text/plain; charset=ks_c_5601-1987\r\n\r\n"
+    message = parse(head + "안녕하세요".encode("euc-kr"))
+    assert message.subject == "[광고] 자격증"
+    assert message.text == "안녕하세요"
+
+
 def test_huge_headers_are_capped() -> None:
     raw = mail(
         f"""

@@ -105,17 +105,23 @@ _MOBILE_FOOTER = re.compile(
 _CANDIDATE = re.compile(
     r"""^[-_=*>\s]*(?:
         [^\W\d_]+(?:\s[^\W\d_]+)?[*\s]*:
-      | .{0,60}\d
       | (?:on|le|am|el|il|op|em|w\s+dniu|dnia)\b
       | original|message|ursp|oprind|mensaje|messaggio|oorspr|opprinn|alkup
       | forwarded|weitergeleitete|doorgestuurd|begin|d[ée]but|transf
     )""",
     re.I | re.X,
 )
-_PGP_SIGNED = "-----BEGIN PGP SIGNED MESSAGE-----"
-_PGP_BEGIN_SIGNATURE = "-----BEGIN PGP SIGNATURE-----"
-_PGP_END_SIGNATURE = "-----END PGP SIGNATURE-----"
-_BASE64_LINE = re.compile(r"^[A-Za-z0-9+/]{40,}={0,2}$")
+_PGP_SIGNED = re.compile(
+    r"^[ \t]*-----BEGIN PGP SIGNED MESSAGE-----[^\n]*\n(?:Hash:[^\n]*\n)?", re.M
+)
+_PGP_SIGNATURE = re.compile(
+    r"^[ \t]*-----BEGIN PGP SIGNATURE-----.*?(?:-----END PGP SIGNATURE-----[^\n]*|\Z)", re.M | re.S
+)
+_PGP_DASH_ESCAPE = re.compile(r"^- (?=-)", re.M)
+# Three or more lines of nothing but base64.
+_BASE64_RUN = re.compile(r"(?:^[ \t]*[A-Za-z0-9+/]{40,}={0,2}[ \t]*(?:\n|\Z)){3,}", re.M)
+# Attributions that start with a date or a weekday ("2017-11-24 16:32 …", "ср, 30 апр. …").
+_DIGIT_START = re.compile(r"^.{0,60}\d")
 _QUOTE_LINE = re.compile(r"^>")
 _MESSAGE_DU = re.compile(r"^message du\b", re.I)
 _RULE_LINE = re.compile(r"^[-_=*~—–\s]+$")
@@ -132,8 +138,6 @@ _HTML_BLOCKS = frozenset(
      "form", "fieldset", "legend", "body", "html"}
 )  # fmt: skip
 _HTML_CELLS = frozenset({"td", "th"})
-_WHITESPACE = re.compile(r"\s+")
-_SPACES = re.compile(r"[ \t\f\v\u00a0\u2000-\u200a\u202f\u205f\u3000]+")
 _INVISIBLE = re.compile(r"[\u200b-\u200f\u2060\ufeff\u00ad]")
 _BLANK_RUNS = re.compile(r"\n{3,}")
 
@@ -159,7 +163,8 @@ def clean_body(text: str, *, html: bool, subject: str = "") -> str:
     """
     if html:
         text = html_to_text(text)
-    lines = _drop_armour(_normalise_lines(text))
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    lines = _normalise_lines(_drop_armour(text))
     kept = _strip_history(lines, forwarded=is_forward_subject(subject))
     return _join(kept)
 
@@ -195,7 +200,7 @@ def html_to_text(html: str) -> str:
     A single regular-expression pass over the tags: about twenty times faster than
     html2text on the SpamAssassin corpus, and links, images and styling are dropped anyway.
     """
-    html = _WHITESPACE.sub(" ", _HTML_DROP.sub(" ", html[:_MAX_HTML_CHARS]))
+    html = " ".join(_HTML_DROP.sub(" ", html[:_MAX_HTML_CHARS]).split())
     out: list[str] = []
     depth = 0
     position = 0
@@ -236,47 +241,18 @@ def _cut(text: str, limit: int) -> str:
 
 
 def _normalise_lines(text: str) -> list[str]:
-    text = _INVISIBLE.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
-    return [line.strip() for line in _SPACES.sub(" ", text).split("\n")]
+    """One line per entry, each stripped, inner whitespace runs (nbsp included) single spaces."""
+    text = _INVISIBLE.sub("", text)
+    return [" ".join(line.split()) for line in text.split("\n")]
 
 
-def _drop_armour(lines: list[str]) -> list[str]:
+def _drop_armour(text: str) -> str:
     """Remove PGP armour and runs of base64 lines (a leaked attachment is not text)."""
-    kept: list[str] = []
-    signed = in_signature = False
-    previous = ""
-    for line in lines:
-        if line.startswith(_PGP_BEGIN_SIGNATURE):
-            in_signature = True
-        elif in_signature:
-            in_signature = not line.startswith(_PGP_END_SIGNATURE)
-        elif line.startswith(_PGP_SIGNED):
-            signed = True
-        elif not (line.startswith("Hash: ") and previous.startswith(_PGP_SIGNED)):
-            kept.append(line[2:] if signed and line.startswith("- -") else line)
-        previous = line
-    return _drop_base64_runs(kept)
-
-
-def _drop_base64_runs(lines: list[str]) -> list[str]:
-    flags = [bool(_BASE64_LINE.match(line)) for line in lines]
-    kept: list[str] = []
-    for index, line in enumerate(lines):
-        if flags[index] and _in_run(flags, index):
-            continue
-        kept.append(line)
-    return kept
-
-
-def _in_run(flags: list[bool], index: int) -> bool:
-    """True when line `index` belongs to three or more consecutive base64-looking lines."""
-    start = index
-    while start > 0 and flags[start - 1] and index - start < 2:
-        start -= 1
-    end = index
-    while end + 1 < len(flags) and flags[end + 1] and end - start < 2:
-        end += 1
-    return end - start >= 2
+    if "-----BEGIN PGP" in text:
+        text = _PGP_SIGNATURE.sub("", text)
+        if _PGP_SIGNED.search(text):
+            text = _PGP_DASH_ESCAPE.sub("", _PGP_SIGNED.sub("", text))
+    return _BASE64_RUN.sub("", text)
 
 
 def _join(lines: list[str]) -> str:
@@ -331,9 +307,14 @@ def _is_continuation(line: str) -> bool:
 
 def _first_marker(lines: list[str]) -> _Marker | None:
     for index, line in enumerate(lines):
-        if not line or not _CANDIDATE.match(line):
+        if not line:
             continue
-        marker = _marker_at(lines, index)
+        if _CANDIDATE.match(line):
+            marker = _marker_at(lines, index)
+        elif _DIGIT_START.match(line):
+            marker = _attribution_at(lines, index)
+        else:
+            continue
         if marker is not None:
             return marker
     return None
