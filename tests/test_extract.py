@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import random
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from mailtriage.core.errors import MessageParseError
 from mailtriage.core.extract import (
     MAX_HEADER_CHARS,
     MAX_SUBJECT_CHARS,
+    UNEXPECTED,
     decode_header_value,
     decode_text,
     parse_rfc822,
@@ -447,3 +449,66 @@ def test_bom_and_leading_blank_lines_are_tolerated() -> None:
 def test_lf_only_line_endings() -> None:
     message = parse(mail("From: a@b.fr\nSubject: LF", "ligne 1\nligne 2\n", eol="\n"))
     assert message.subject == "LF" and message.text == "ligne 1\nligne 2"
+
+
+MUTATION_SNIPPETS = [
+    b"\r\n",
+    b"\n\n",
+    b"=?",
+    b"?=",
+    b"--",
+    b"=?utf-8?b?",
+    b"\x00",
+    b"charset*=bogus''x",
+    b"Content-Type: multipart/mixed; boundary=x\r\n",
+    b"Content-Transfer-Encoding: base64\n",
+    b"message/rfc822",
+    b"application/ms-tnef",
+    b"<blockquote>",
+]
+
+
+def _mutate(raw: bytes, rng: random.Random) -> bytes:
+    data = bytearray(raw)
+    for _ in range(rng.randint(1, 12)):
+        at = rng.randrange(len(data) + 1)
+        choice = rng.random()
+        if choice < 0.3 and at < len(data):
+            data[at] = rng.randrange(256)
+        elif choice < 0.5:
+            del data[at : at + rng.randint(1, 200)]
+        elif choice < 0.8:
+            data[at:at] = rng.choice(MUTATION_SNIPPETS)
+        else:
+            source = rng.randrange(len(data) + 1)
+            data[at:at] = data[source : source + rng.randint(1, 400)]
+    return bytes(data)
+
+
+def test_mutated_messages_never_crash(shared_data: Path) -> None:
+    """Damaged copies of real fixtures: a Message or MessageParseError, never anything else."""
+    names = [
+        FLANKER + "enclosed.eml",
+        FLANKER + "torture-part.eml",
+        FLANKER + "bounce/zed.eml",
+        FLANKER + "signed.eml",
+        MIMEKIT + "tnef/ukr.eml",
+        MIMEKIT + "messages/multipart-digest.txt",
+        "mime-fixtures/zbateson-mail-mime-parser/emails/m2005.txt",
+        "mime-fixtures/cpython_test_email/msg_33.txt",
+        "mime-fixtures/zbateson-mail-mime-parser/emails/m1001.txt",
+        "mime-fixtures/mail-parser/tests/mails/mail_test_14",
+    ]
+    originals = [fixture(shared_data, name) for name in names]
+    rng = random.Random(20240603)
+    crashes = []
+    for round_ in range(2000):
+        raw = _mutate(originals[round_ % len(originals)], rng)
+        try:
+            parse(raw)
+        except MessageParseError as error:
+            if error.reason.startswith(UNEXPECTED):
+                crashes.append(f"round {round_}: {error.reason}")
+        except Exception as error:  # what this test is for
+            crashes.append(f"round {round_}: {type(error).__name__}: {error}")
+    assert not crashes, "\n".join(crashes[:20])

@@ -35,6 +35,7 @@ from mailtriage.core.text import clean_body, html_to_text, truncate
 
 __all__ = ["decode_header_value", "decode_text", "parse_rfc822"]
 
+UNEXPECTED = "unexpected parser failure"
 MAX_HEADER_CHARS = 2_000
 MAX_SUBJECT_CHARS = 1_000
 MAX_ADDRESSES = 200
@@ -128,7 +129,21 @@ class _Parts:
 
 
 def parse_rfc822(raw: bytes, *, mailbox: str, provider_id: str) -> Message:
-    """Parse one raw message; raise `MessageParseError` only when nothing usable is in it."""
+    """Parse one raw message; raise `MessageParseError` only when nothing usable is in it.
+
+    Any other failure inside the standard library's parser on hostile input is reported as a
+    `MessageParseError` too (reason prefixed with UNEXPECTED), so the message is recorded and
+    left alone instead of stopping the sync; tests assert that prefix never shows up.
+    """
+    try:
+        return _parse_message(raw, mailbox=mailbox, provider_id=provider_id)
+    except MessageParseError:
+        raise
+    except (ValueError, LookupError, UnicodeError, TypeError, IndexError, AttributeError) as error:
+        raise MessageParseError(f"{UNEXPECTED}: {type(error).__name__}: {error}") from error
+
+
+def _parse_message(raw: bytes, *, mailbox: str, provider_id: str) -> Message:
     mime = _parse(raw)
     headers = _index_headers(mime)
     subject = _subject(headers)
@@ -218,7 +233,7 @@ def _codecs_for(charset: str | None) -> tuple[str, ...]:
         return ("utf-8", "cp1252")
     try:
         codec = codecs.lookup(name).name
-    except LookupError:
+    except (LookupError, ValueError):  # unknown name, or one with a NUL in it
         return ("utf-8", "cp1252")
     if codec == "utf-8":
         return ("utf-8",)
@@ -298,7 +313,7 @@ def _index_headers(mime: MimePart) -> _Headers:
     values: dict[str, list[str]] = {}
     for key, value in mime.raw_items():
         values.setdefault(key.lower(), []).append(str(value))
-    charsets = (part.get_content_charset() for part in islice(mime.walk(), 8))
+    charsets = (_charset(part) for part in islice(mime.walk(), 8))
     return _Headers(values, next((c for c in charsets if c), None))
 
 
@@ -399,8 +414,17 @@ def _walk(part: MimePart, parts: _Parts, depth: int, *, top: bool = False) -> No
         parts.attachments.append(_attachment(part))
 
 
+def _raw_payload(part: MimePart) -> object:
+    """The payload as parsed: a list of parts, or text with 8-bit bytes surrogate-escaped.
+
+    `get_payload()` is not used for this: without decode=True it re-decodes 8-bit text with
+    the declared charset (replacing bytes, or raising TypeError on an RFC 2231 charset).
+    """
+    return getattr(part, "_payload", None)
+
+
 def _children(part: MimePart) -> list[MimePart]:
-    payload = part.get_payload()
+    payload = _raw_payload(part)
     if not isinstance(payload, list):
         return []
     return [child for child in payload if isinstance(child, MimePart)]
@@ -475,8 +499,8 @@ def _add_forward(inner: MimePart, parts: _Parts, depth: int) -> None:
 
 def _walk_partial(part: MimePart, inner: MimePart | None, parts: _Parts, depth: int) -> None:
     """message/partial: only fragment 1 carries the original headers and start of body."""
-    number = str(part.get_param("number") or "?")
-    total = str(part.get_param("total") or "?")
+    number = _param(part, "number") or "?"
+    total = _param(part, "total") or "?"
     parts.attachments.append(
         Attachment(f"fragment {number} of {total}", "message/partial", _tree_size(part))
     )
@@ -484,9 +508,14 @@ def _walk_partial(part: MimePart, inner: MimePart | None, parts: _Parts, depth: 
         _walk(inner, parts, depth + 1, top=True)
 
 
+def _param(part: MimePart, name: str) -> str:
+    value = part.get_param(name)
+    return value if isinstance(value, str) else ""
+
+
 def _walk_broken_multipart(part: MimePart, parts: _Parts, depth: int) -> None:
     """A multipart without usable boundary: guess it from the body, else read it as text."""
-    payload = part.get_payload()
+    payload = _raw_payload(part)
     if not isinstance(payload, str):
         return
     boundary = _sniff_boundary(payload)
@@ -494,7 +523,7 @@ def _walk_broken_multipart(part: MimePart, parts: _Parts, depth: int) -> None:
         parts.segments.append((False, _decoded_text(part)))
         return
     header = f'Content-Type: multipart/mixed; boundary="{boundary}"\r\n\r\n'
-    rebuilt = _PARSER.parsebytes(header.encode("ascii") + _to_bytes(payload))
+    rebuilt = _PARSER.parsebytes(_to_bytes(header) + _to_bytes(payload))
     if rebuilt.is_multipart():
         _walk_multipart(rebuilt, "mixed", parts, depth + 1)
     else:
@@ -554,7 +583,15 @@ def _add_text(part: MimePart, sub: str, parts: _Parts) -> None:
 
 
 def _decoded_text(part: MimePart) -> str:
-    return decode_text(_payload_bytes(part, limit=MAX_TEXT_PART_CHARS), part.get_content_charset())
+    return decode_text(_payload_bytes(part, limit=MAX_TEXT_PART_CHARS), _charset(part))
+
+
+def _charset(part: MimePart) -> str | None:
+    # The stdlib helper raises on some RFC 2231 values (a NUL byte, an unknown charset).
+    try:
+        return part.get_content_charset()
+    except (ValueError, LookupError, UnicodeError, TypeError):
+        return None
 
 
 def _payload_bytes(part: MimePart, *, limit: int | None = None) -> bytes:
@@ -565,7 +602,7 @@ def _payload_bytes(part: MimePart, *, limit: int | None = None) -> bytes:
         # replaced them using the declared charset.
         decoded = part.get_payload(decode=True)
         return decoded[:limit] if isinstance(decoded, bytes) else b""
-    payload = part.get_payload()
+    payload = _raw_payload(part)
     if not isinstance(payload, str):
         return b""
     if limit is not None and len(payload) > limit:
@@ -627,7 +664,7 @@ def _tree_size(part: MimePart) -> int:
 
 
 def _encoded_size(part: MimePart) -> int:
-    payload = part.get_payload()
+    payload = _raw_payload(part)
     if not isinstance(payload, str):
         return 0
     if _cte(part) != "base64":
