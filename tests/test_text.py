@@ -207,6 +207,13 @@ def test_outlook_block_with_nothing_above_is_a_forward() -> None:
     assert text.endswith("Ma commande n'est toujours pas arrivée.")
 
 
+def test_thousands_of_nested_forwards_stay_bounded() -> None:
+    body = "Début.\n" + "---------- Forwarded message ---------\nFrom: a@b.fr\n\nTexte\n" * 3000
+    text = clean_body(body, html=False)
+    assert text.startswith("Début.\n---------- Forwarded message ---------\nFrom: a@b.fr\n\nTexte")
+    assert clean_body("On Mon, a@b.fr wrote:\n" * 3000 + "fin", html=False).endswith("fin")
+
+
 def test_forward_keeps_content_but_cuts_the_history_beneath_it() -> None:
     body = (
         "Pour toi.\n\n---------- Forwarded message ---------\nFrom: Client <c@x.fr>\n"

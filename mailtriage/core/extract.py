@@ -139,7 +139,15 @@ def parse_rfc822(raw: bytes, *, mailbox: str, provider_id: str) -> Message:
         return _parse_message(raw, mailbox=mailbox, provider_id=provider_id)
     except MessageParseError:
         raise
-    except (ValueError, LookupError, UnicodeError, TypeError, IndexError, AttributeError) as error:
+    except (
+        ValueError,
+        LookupError,
+        UnicodeError,
+        TypeError,
+        IndexError,
+        AttributeError,
+        RecursionError,
+    ) as error:
         raise MessageParseError(f"{UNEXPECTED}: {type(error).__name__}: {error}") from error
 
 

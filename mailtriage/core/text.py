@@ -37,6 +37,8 @@ _ATTRIBUTION_SPAN = 4
 _ATTRIBUTION_MAX_CHARS = 400
 # Lines after a "From:" line that may hold the rest of an Outlook header block.
 _HEADER_BLOCK_SPAN = 7
+# Forwards of forwards followed at most this deep (each level rescans what follows it).
+_MAX_NESTED_MARKERS = 8
 # Bound on the HTML converted: bodies are truncated for the model anyway.
 _MAX_HTML_CHARS = 400_000
 
@@ -197,7 +199,7 @@ def truncate(subject: str, text: str, max_chars: int) -> str:
 def html_to_text(html: str) -> str:
     """Readable text of an HTML body: blocks become lines, blockquotes become "> " lines.
 
-    A single regular-expression pass over the tags: about twenty times faster than
+    A single regular-expression pass over the tags: about ten times faster than
     html2text on the SpamAssassin corpus, and links, images and styling are dropped anyway.
     """
     html = " ".join(_HTML_DROP.sub(" ", html[:_MAX_HTML_CHARS]).split())
@@ -259,8 +261,8 @@ def _join(lines: list[str]) -> str:
     return _BLANK_RUNS.sub("\n\n", "\n".join(lines)).strip()
 
 
-def _strip_history(lines: list[str], *, forwarded: bool) -> list[str]:
-    marker = _first_marker(lines)
+def _strip_history(lines: list[str], *, forwarded: bool, depth: int = 0) -> list[str]:
+    marker = _first_marker(lines) if depth < _MAX_NESTED_MARKERS else None
     if marker is None:
         return _strip_signature(_drop_quotes(lines))
     above = _strip_signature(_drop_quotes(lines[: marker.start]))
@@ -268,20 +270,20 @@ def _strip_history(lines: list[str], *, forwarded: bool) -> list[str]:
     if marker.kind is _Kind.FORWARD or (
         marker.kind is _Kind.HEADER_BLOCK and (forwarded or nothing_above)
     ):
-        return above + _forwarded_part(lines, marker)
+        return above + _forwarded_part(lines, marker, depth)
     if nothing_above:
         # A quote with nothing written above it: keep what follows the attribution.
-        return _strip_history(lines[marker.end :], forwarded=False)
+        return _strip_history(lines[marker.end :], forwarded=False, depth=depth + 1)
     return _trim_rules(above)
 
 
-def _forwarded_part(lines: list[str], marker: _Marker) -> list[str]:
+def _forwarded_part(lines: list[str], marker: _Marker, depth: int) -> list[str]:
     """The forwarded message: marker, its From/Subject lines, then its cleaned body."""
     head = [lines[marker.start]] if marker.kind is _Kind.FORWARD else []
     block = marker.end if marker.kind is _Kind.FORWARD else marker.end - 1
     end = _header_block_end(lines, block)
     head += [line for line in lines[block:end] if _HEADER_KEPT_IN_FORWARD.match(line)]
-    return [*head, "", *_strip_history(lines[end:], forwarded=False)]
+    return [*head, "", *_strip_history(lines[end:], forwarded=False, depth=depth + 1)]
 
 
 def _header_block_end(lines: list[str], start: int) -> int:
