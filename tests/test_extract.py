@@ -19,6 +19,7 @@ from mailtriage.core.extract import (
     parse_rfc822,
 )
 from mailtriage.core.message import Address, Attachment, Message
+from mailtriage.core.text import clean_body
 
 FLANKER = "mime-fixtures/flanker/tests/fixtures/messages/"
 MIMEKIT = "mime-fixtures/mimekit/"
@@ -256,6 +257,18 @@ def test_html_only_mail_is_converted() -> None:
         ),
     )
     assert parse(raw).text == "Soldes d'été\n-50 %"
+
+
+def test_extractor_and_connectors_clean_the_same_way() -> None:
+    """Connectors call clean_body on provider JSON bodies: the result must match."""
+    html = (
+        "<div>Bonjour,<br>je souhaite un devis.</div><div>Envoyé de mon iPhone</div>"
+        '<div class="gmail_quote">Le lun. 3 juin 2024 à 10:00, X &lt;x@y.fr&gt; a écrit :'
+        "<blockquote>Ancien message</blockquote></div>"
+    )
+    raw = mail("From: a@b.fr\nSubject: Devis\nContent-Type: text/html; charset=utf-8", html)
+    assert parse(raw).text == clean_body(html, html=True, subject="Devis")
+    assert parse(raw).text == "Bonjour,\nje souhaite un devis."
 
 
 def test_blank_plain_alternative_loses_to_html() -> None:
