@@ -249,6 +249,18 @@ def test_plain_is_preferred_and_attachments_are_described_not_read() -> None:
     assert pdf.splitlines()[1] not in message.text
 
 
+@pytest.mark.parametrize(
+    "stub",
+    [
+        "Your e-mail program does not support HTML. View this message online.",
+        "Pour lire la version HTML de ce message, ouvrez-le dans votre navigateur.",
+    ],
+)
+def test_plain_stub_loses_to_html(stub: str) -> None:
+    raw = ALTERNATIVE.replace("Votre commande 42 est expédiée.", stub).format(pdf="AAAA")
+    assert parse(raw.encode()).text == "Version HTML"
+
+
 def test_html_only_mail_is_converted() -> None:
     raw = mail(
         "From: news@shop.fr\nContent-Type: text/html; charset=iso-8859-1",

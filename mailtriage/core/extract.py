@@ -108,6 +108,14 @@ _EMAIL = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)*")
 _MESSAGE_ID = re.compile(r"<[^<>\s]+>")
 _BOUNDARY_LINE = re.compile(r"^--(\S[^\r\n]{0,68}?)[ \t]*\r?\n[\w-]+:", re.M)
 _HTML_START = re.compile(r"\s*<(?:!doctype\s+html|html|head|body)\b", re.I)
+# Plain alternatives that only say to look at the HTML one ("your e-mail program does not
+# support HTML", "version HTML de ce message"...).
+_STUB_MAX_CHARS = 600
+_HTML_STUB = re.compile(
+    r"\bhtml\b.{0,80}\b(?:support|enabled|capable|version|format|view|display|affich|lire|"
+    r"navigateur|browser)|(?:support|view|display|affich|version|lire|read)\w*\b.{0,80}\bhtml\b",
+    re.I | re.S,
+)
 _ENRICHED_TAG = re.compile(r"<(/?)[A-Za-z0-9-]{1,60}>")
 
 
@@ -454,17 +462,22 @@ def _walk_multipart(part: MimePart, sub: str, parts: _Parts, depth: int) -> None
 
 
 def _best_alternative(children: list[MimePart], depth: int) -> _Parts:
-    """Plain text wins over HTML; a blank alternative never wins."""
+    """Plain text wins over HTML, unless it is blank or a "your client can't show HTML" stub."""
     candidates = []
     for child in children:
         candidate = _Parts()
         _walk(child, candidate, depth)
         candidates.append(candidate)
-    for html in (False, True):
-        for candidate in candidates:
-            if candidate.has_text(html=html):
-                return candidate
-    return candidates[-1] if candidates else _Parts()
+    plain = next((c for c in candidates if c.has_text(html=False)), None)
+    html = next((c for c in candidates if c.has_text(html=True)), None)
+    if plain is not None and not (html is not None and _is_html_stub(plain)):
+        return plain
+    return html or plain or (candidates[-1] if candidates else _Parts())
+
+
+def _is_html_stub(parts: _Parts) -> bool:
+    text = " ".join(text for is_html, text in parts.segments if not is_html)
+    return len(text) < _STUB_MAX_CHARS and bool(_HTML_STUB.search(text))
 
 
 def _walk_report_part(part: MimePart, parts: _Parts) -> None:
