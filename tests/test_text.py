@@ -279,7 +279,7 @@ def test_html_to_text_blocks_entities_and_quotes() -> None:
         "<html><head><style>p{color:red}</style><title>x</title></head><body>"
         "<p>Bonjour&nbsp;Madame,</p><div>Prix&nbsp;: 10&euro; &amp; plus</div>"
         "<script>alert(1)</script><ul><li>un</li><li>deux</li></ul>"
-        "<blockquote>ancien<br>message</blockquote><!-- commentaire --></body></html>"
+        '<blockquote type="cite">ancien<br>message</blockquote><!-- commentaire --></body></html>'
     )
     text = html_to_text(html)
     assert "color" not in text and "alert" not in text and "commentaire" not in text
@@ -287,6 +287,14 @@ def test_html_to_text_blocks_entities_and_quotes() -> None:
     assert "> ancien" in text and "> message" in text
     assert clean_body(html, html=True) == "Bonjour Madame,\nPrix : 10€ & plus\n- un\n- deux"
     assert html_to_text("<b>Bonjour</b> <i>Madame</i>") == "Bonjour Madame"
+
+
+def test_html_layout_blockquote_is_content() -> None:
+    """Newsletters indent with bare blockquotes; only citations count as quoted history."""
+    html = "<p>Nouveautés</p><blockquote><p>Rabot -20 %</p><blockquote>Scie</blockquote>"
+    assert clean_body(html, html=True) == "Nouveautés\nRabot -20 %\nScie"
+    cited = '<p>Oui.</p><blockquote style="border-left:1px solid #ccc">Non ?</blockquote>'
+    assert clean_body(cited, html=True) == "Oui."
 
 
 def test_html_gmail_quote_is_removed() -> None:

@@ -139,6 +139,7 @@ _HTML_BLOCKS = frozenset(
      "section", "article", "header", "footer", "nav", "aside", "main", "figure", "figcaption",
      "form", "fieldset", "legend", "body", "html"}
 )  # fmt: skip
+_CITATION = re.compile(r"type\s*=\s*[\"']?cite|class\s*=\s*[\"'][^\"']*quot|border-left", re.I)
 _HTML_CELLS = frozenset({"td", "th"})
 _INVISIBLE = re.compile(r"[\u200b-\u200f\u2060\ufeff\u00ad]")
 _BLANK_RUNS = re.compile(r"\n{3,}")
@@ -205,7 +206,7 @@ def html_to_text(html: str) -> str:
     """
     html = " ".join(_HTML_DROP.sub(" ", html[:_MAX_HTML_CHARS]).split())
     out: list[str] = []
-    depth = 0
+    quotes: list[bool] = []  # one entry per open blockquote: is it a citation?
     position = 0
     fresh_line = True  # nothing but the quote prefix written on the current line
     for match in _HTML_TAG.finditer(html):
@@ -217,11 +218,9 @@ def html_to_text(html: str) -> str:
         name = match.group(2).lower()
         closing = bool(match.group(1))
         if name == "blockquote":
-            depth = max(depth + (-1 if closing else 1), 0)
-            out.append("\n" + "> " * depth)
-            fresh_line = True
-        elif name == "br" or (name in _HTML_BLOCKS and not fresh_line):
-            out.append("\n" + "> " * depth)
+            _track_blockquote(quotes, closing, match.group(0))
+        if name == "br" or (name in _HTML_BLOCKS and not fresh_line) or name == "blockquote":
+            _break_line(out, sum(quotes), replace=fresh_line and name == "blockquote")
             fresh_line = True
         elif name in _HTML_CELLS:
             out.append(" ")
@@ -229,6 +228,28 @@ def html_to_text(html: str) -> str:
             out.append("- ")
     out.append(html[position:])
     return html_lib.unescape("".join(out))
+
+
+def _break_line(out: list[str], depth: int, *, replace: bool) -> None:
+    """Start a new line at quote `depth`; an empty line only changes its prefix."""
+    line = "\n" + "> " * depth
+    if replace and out and out[-1].startswith("\n") and not out[-1].strip("\n> "):
+        out[-1] = line
+    else:
+        out.append(line)
+
+
+def _track_blockquote(quotes: list[bool], closing: bool, tag: str) -> None:
+    """Open or close a blockquote level; only citations (not layout indents) count as quotes.
+
+    Mail clients mark citations (Gmail class="gmail_quote", Apple/Thunderbird type="cite",
+    a left border); newsletters use bare blockquotes to indent, and that text is content.
+    """
+    if closing:
+        if quotes:
+            quotes.pop()
+    else:
+        quotes.append(bool(_CITATION.search(tag)))
 
 
 def _cut(text: str, limit: int) -> str:
