@@ -19,6 +19,8 @@ forwards of customer mail by colleagues):
   the block counts as a forward when the subject is a forward ("TR:", "Fwd:", "WG:" …) or when
   nothing was written above it.
 - Lines quoted with ">" are dropped, unless that would leave nothing (then they are unquoted).
+  In HTML only citation blockquotes (type="cite", a "…quote" class, a left border) are quotes:
+  newsletters indent content with bare blockquotes.
 - Signatures: the "-- " delimiter cuts to the end; mobile footers ("Sent from my iPhone",
   "Envoyé de mon iPhone", "Get Outlook for iOS", "Envoyé depuis Outlook" …) are dropped.
 """
