@@ -1,0 +1,164 @@
+"""The emulator follows Graph's documented wire behaviour (checked with raw HTTP)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
+
+import httpx
+import pytest
+
+from mailtriage.connectors.graph.convert import MARKER_ID
+from mailtriage.sandbox.graph import GraphEmulator
+
+BOX = "contact@example.com"
+IMMUTABLE = {"Prefer": 'IdType="ImmutableId"'}
+
+
+@pytest.fixture
+def emu() -> Iterator[GraphEmulator]:
+    with GraphEmulator() as e:
+        e.add_mailbox(BOX)
+        e.add_mailbox("dept@example.com")
+        yield e
+
+
+@pytest.fixture
+def http(emu: GraphEmulator) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=emu.base_url + f"/users/{quote(BOX)}") as c:
+        yield c
+
+
+def msg_url(mid: str) -> str:
+    return f"/messages/{quote(mid, safe='')}"
+
+
+@pytest.mark.parametrize(("headers", "same_id"), [({}, False), (IMMUTABLE, True)])
+def test_move_returns_201_and_a_new_id_unless_immutable(
+    emu: GraphEmulator, http: httpx.Client, headers: dict[str, str], same_id: bool
+) -> None:
+    m = emu.deliver(BOX, subject="s", body="b", sender="a@x.org")
+    ref = m.immutable_id if same_id else m.rest_id
+    r = http.post(msg_url(ref) + "/move", json={"DestinationId": "archive"}, headers=headers)
+    assert r.status_code == 201
+    assert (r.json()["id"] == ref) is same_id
+    assert emu.where(BOX, m.immutable_id) == "Archive"
+
+
+def test_delta_pages_tokens_and_removed(emu: GraphEmulator, http: httpx.Client) -> None:
+    ms = [emu.deliver(BOX, subject=f"s{i}", body="b", sender="a@x.org") for i in range(3)]
+    r = http.get(
+        "/mailFolders/inbox/messages/delta()",
+        params={"$select": "subject"},
+        headers={"Prefer": "odata.maxpagesize=2, " + IMMUTABLE["Prefer"]},
+    )
+    page1 = r.json()
+    assert r.headers["preference-applied"].count("=") >= 2
+    assert [v["subject"] for v in page1["value"]] == ["s0", "s1"]
+    assert set(page1["value"][0]) == {"@odata.etag", "id", "subject"}
+    page2 = httpx.get(page1["@odata.nextLink"], headers=IMMUTABLE).json()
+    assert [v["subject"] for v in page2["value"]] == ["s2"] and "@odata.deltaLink" in page2
+    http.post(msg_url(ms[0].immutable_id) + "/move", json={"destinationId": "deleteditems"})
+    page3 = httpx.get(page2["@odata.deltaLink"], headers=IMMUTABLE).json()
+    assert page3["value"] == [
+        {
+            "@odata.type": "#microsoft.graph.message",
+            "id": ms[0].immutable_id,
+            "@removed": {"reason": "deleted"},
+        }
+    ]
+    emu.expire_delta_tokens()
+    gone = httpx.get(page3["@odata.deltaLink"])
+    assert gone.status_code == 410
+    assert gone.json()["error"]["code"] == "syncStateNotFound"
+
+
+def test_body_preference_and_headers(emu: GraphEmulator, http: httpx.Client) -> None:
+    m = emu.deliver(
+        BOX,
+        subject="s",
+        body="<p>Bonjour&nbsp;<b>vous</b></p>",
+        html=True,
+        sender="a@x.org",
+        headers={"Return-Path": "<a@x.org>"},
+    )
+    r = http.get(
+        msg_url(m.rest_id),
+        params={"$select": "body,internetMessageHeaders"},
+        headers={"Prefer": 'outlook.body-content-type="text"'},
+    )
+    assert r.headers["preference-applied"] == 'outlook.body-content-type="text"'
+    assert r.json()["body"] == {"contentType": "text", "content": "Bonjour\xa0vous"}
+    assert r.json()["internetMessageHeaders"] == [{"name": "Return-Path", "value": "<a@x.org>"}]
+    plain = http.get(msg_url(m.rest_id)).json()
+    assert plain["body"]["contentType"] == "html" and "internetMessageHeaders" not in plain
+
+
+def test_forward_draft_rules(emu: GraphEmulator, http: httpx.Client) -> None:
+    m = emu.deliver(BOX, subject="Devis", body="b", sender="client@x.org")
+    draft = http.post(msg_url(m.rest_id) + "/createForward", json={"Comment": "FYI"}).json()
+    bad = http.patch(
+        msg_url(draft["id"]),
+        json={"internetMessageHeaders": [{"name": "Mailtriage", "value": "1"}]},
+    )
+    assert bad.status_code == 400 and "x-" in bad.json()["error"]["message"]
+    ok = http.patch(
+        msg_url(draft["id"]),
+        json={
+            "toRecipients": [{"emailAddress": {"address": "dept@example.com"}}],
+            "replyTo": [{"emailAddress": {"address": "client@x.org"}}],
+            "internetMessageHeaders": [{"name": "X-Mailtriage", "value": "forwarded"}],
+        },
+    )
+    assert ok.status_code == 200
+    assert http.post(msg_url(draft["id"]) + "/send").status_code == 202
+    (got,) = emu.folder_messages("dept@example.com")
+    assert got.headers == [{"name": "X-Mailtriage", "value": "forwarded"}]
+    assert got.reply_to[0]["emailAddress"]["address"] == "client@x.org"
+
+
+def test_extended_property_expand_and_filter(emu: GraphEmulator, http: httpx.Client) -> None:
+    a = emu.deliver(BOX, subject="a", body="b", sender="a@x.org")
+    emu.deliver(BOX, subject="b", body="b", sender="a@x.org")
+    prop = {"id": MARKER_ID, "value": "v1;rh;0.90"}
+    r = http.patch(
+        msg_url(a.rest_id),
+        json={"@odata.type": "#microsoft.graph.message", "singleValueExtendedProperties": [prop]},
+    )
+    assert r.status_code == 200 and "singleValueExtendedProperties" not in r.json()
+    got = http.get(
+        msg_url(a.rest_id),
+        params={"$expand": f"singleValueExtendedProperties($filter=id eq '{MARKER_ID}')"},
+    ).json()
+    assert got["singleValueExtendedProperties"] == [prop]
+    flt = f"singleValueExtendedProperties/Any(ep: ep/id eq '{MARKER_ID}' and ep/value ne null)"
+    listed = http.get("/messages", params={"$filter": flt}).json()["value"]
+    assert [m["subject"] for m in listed] == ["a"]
+
+
+def test_subscription_limits_and_error_shape(emu: GraphEmulator) -> None:
+    too_long = (datetime.now(UTC) + timedelta(minutes=4231 + 5)).isoformat()
+    r = httpx.post(
+        emu.base_url + "/subscriptions",
+        json={
+            "changeType": "created",
+            "notificationUrl": "http://127.0.0.1:9/none",
+            "resource": f"users/{BOX}/mailFolders('inbox')/messages",
+            "expirationDateTime": too_long,
+            "clientState": "s",
+        },
+    )
+    assert r.status_code == 400
+    err = r.json()["error"]
+    assert set(err) == {"code", "message", "innerError"} and "4230" in err["message"]
+
+
+def test_permissions_per_mailbox(emu: GraphEmulator, http: httpx.Client) -> None:
+    emu.mailbox(BOX).permissions = {"Mail.ReadWrite"}
+    r = http.get("/outlook/masterCategories")
+    assert r.status_code == 403 and r.json()["error"]["code"] == "ErrorAccessDenied"
+    emu.inject(503, retry_after=2)
+    r = http.get("/mailFolders/inbox")
+    assert r.status_code == 503 and r.headers["retry-after"] == "2"
+    assert http.get("/mailFolders/inbox").json()["displayName"] == "Inbox"
