@@ -363,3 +363,36 @@ def test_transport_caps_in_flight_per_mailbox() -> None:
 
     asyncio.run(run())
     assert seen == {"a": 4, "b": 4}
+
+
+@pytest.mark.parametrize(("secret", "ok"), [("s3cret", True), ("wrong", False)])
+async def test_client_secret_credential_against_the_emulated_entra(
+    emu: GraphEmulator, monkeypatch: pytest.MonkeyPatch, secret: str, ok: bool
+) -> None:
+    """azure-identity's ClientSecretCredential really fetches a token (https authority)."""
+    authority, ca_file = emu.start_authority()
+    emu.require_auth({"11111111-2222": "s3cret"})
+    monkeypatch.setenv("TEST_GRAPH_SECRET", secret)
+    settings = make_settings(
+        emu,
+        graph={
+            "anonymous": False,
+            "tenant_id": "tenant-1",
+            "client_id": "11111111-2222",
+            "client_secret_env": "TEST_GRAPH_SECRET",
+            "authority_host": authority,
+            "ca_bundle_file": ca_file,
+        },
+    )
+    mb = GraphMailbox.from_settings(settings, settings.mailboxes[0], MemoryStateStore())
+    try:
+        if ok:
+            await mb.changes(None)
+            # a token the emulated Entra endpoint issued (it starts with "emu-")
+            assert emu.requests[-1].headers["authorization"].startswith("Bearer emu-")
+        else:
+            with pytest.raises(AuthError, match="Could not obtain a Microsoft Graph token"):
+                await mb.changes(None)
+            assert not any(r.path.endswith("/delta") for r in emu.requests)
+    finally:
+        await mb.aclose()

@@ -167,6 +167,8 @@ class GraphSettings(_Model):
     certificate_password_env: str | None = None
     base_url: str = "https://graph.microsoft.com/v1.0"
     authority_host: str | None = None
+    # CA bundle to trust for the authority (a private or sandbox token endpoint).
+    ca_bundle_file: str | None = None
     # Optional: skip real auth (sandbox/tests only); never use against Microsoft.
     anonymous: bool = False
     # Requests in flight per mailbox (Outlook allows 4 concurrent requests).

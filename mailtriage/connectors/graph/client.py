@@ -155,8 +155,9 @@ class StaticTokenCredential:
 def build_credential(settings: GraphSettings) -> Any:
     """An async azure-identity credential from the settings (secret or certificate).
 
-    Note: azure-identity refuses a non-https `authority`, so a loopback token endpoint
-    cannot be used with it; the sandbox runs with `anonymous = true` instead.
+    azure-identity refuses a non-https `authority`: the emulator serves its token endpoint
+    over https with a throwaway certificate (`GraphEmulator.start_authority()`), trusted
+    through `graph.ca_bundle_file`.
     """
     from azure.identity.aio import CertificateCredential, ClientSecretCredential
 
@@ -165,6 +166,11 @@ def build_credential(settings: GraphSettings) -> Any:
     kwargs: dict[str, Any] = {}
     if settings.authority_host:
         kwargs["authority"] = settings.authority_host
+        host = urlsplit(settings.authority_host).hostname or settings.authority_host
+        if not host.startswith("login."):  # not a Microsoft cloud: no instance discovery
+            kwargs["disable_instance_discovery"] = True
+    if settings.ca_bundle_file:
+        kwargs["connection_verify"] = settings.ca_bundle_file
     secret = read_secret(
         settings.client_secret_env, settings.client_secret_file, what="graph.client_secret_env"
     )

@@ -66,6 +66,8 @@ class GraphEmulator:
         self._cond = threading.Condition()
         self.notifications: list[SentNotification] = []
         self._worker: threading.Thread | None = None
+        self._tls: ThreadedServer | None = None
+        self._tls_dir: Any = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -87,6 +89,9 @@ class GraphEmulator:
     def stop(self) -> None:
         self._queue.put(None)
         self._server.stop()
+        if self._tls is not None:
+            self._tls.stop()
+            self._tls_dir.cleanup()
         if self._worker is not None:
             self._worker.join(timeout=5)
 
@@ -273,6 +278,23 @@ class GraphEmulator:
         with self.state.lock:
             self.state.require_auth = True
             self.state.clients = dict(clients)
+
+    def start_authority(self) -> tuple[str, str]:
+        """Serve the Entra token endpoint over https too (azure-identity refuses http).
+
+        Returns (authority URL, CA file): give them to ClientSecretCredential as
+        `authority=` and `connection_verify=` (GraphSettings.authority_host/ca_bundle_file).
+        """
+        import tempfile
+
+        from mailtriage.sandbox.graph.server import self_signed_cert
+
+        if self._tls is None:
+            self._tls_dir = tempfile.TemporaryDirectory()
+            cert, key = self_signed_cert(self._tls_dir.name)
+            self._tls = ThreadedServer(self.app, certfile=cert, keyfile=key).start()
+        assert self._tls.certfile is not None
+        return self._tls.url, self._tls.certfile
 
     # -- inspection ----------------------------------------------------------------------
 
