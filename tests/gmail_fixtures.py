@@ -61,3 +61,58 @@ def service(gm: GmailEmulator, subject: str, scopes: list[str] | None = None) ->
 def gm() -> Iterator[GmailEmulator]:
     with GmailEmulator(users=[SHARED, OTHER]) as emulator:
         yield emulator
+
+
+CATEGORIES: list[dict[str, Any]] = [
+    {
+        "key": "fournisseurs",
+        "name": "Fournisseurs",
+        "description": "Factures et fournisseurs",
+        "actions": {
+            "label": "Fournisseurs",
+            "move_to": "Triage/Fournisseurs",
+            "forward_to": ["compta@atelier-dupont.fr"],
+            "color": "preset4",
+        },
+    },
+    {
+        "key": "publicite",
+        "name": "Publicité",
+        "description": "Newsletters",
+        "actions": {"label": "Publicité", "move_to": "Triage/Publicité", "mark_read": True},
+    },
+    {
+        "key": "review",
+        "name": "À vérifier",
+        "description": "Le reste",
+        "actions": {"label": "À vérifier", "color": "preset1"},
+    },
+]
+
+
+def gmail_settings(gm: GmailEmulator, env: str = "MT_TEST_GMAIL_KEY", **overrides: Any) -> Any:
+    """Settings pointing the connector at the emulator (backoff zeroed)."""
+    from mailtriage.core.config import parse_settings
+
+    gmail: dict[str, Any] = {
+        "service_account_env": env,
+        "api_endpoint": gm.url,
+        "token_uri": gm.token_uri,
+        "certs_url": gm.certs_url,
+        "pubsub_topic": "projects/sandbox-project/topics/mailtriage",
+        "push_audience": "https://mailtriage.example.fr/hooks/gmail",
+        "push_service_account": gm.signer.service_account,
+        "retry_base_delay_s": 0,
+        "request_timeout_s": 10,
+    }
+    gmail.update(overrides.pop("gmail", {}))
+    data: dict[str, Any] = {
+        "category": CATEGORIES,
+        "gmail": gmail,
+        "mailbox": overrides.pop(
+            "mailbox",
+            [{"provider": "gmail", "address": SHARED}, {"provider": "gmail", "address": OTHER}],
+        ),
+    }
+    data.update(overrides)
+    return parse_settings(data)

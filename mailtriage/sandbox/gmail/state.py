@@ -425,10 +425,10 @@ class GmailState:
             return {box.labels[i]["name"] for i in box.messages[message_id].labels}
 
     def expire_history(self, address: str) -> None:
-        """Make every history id issued so far invalid (history.list → 404)."""
+        """Make every history id older than the current one invalid (history.list → 404)."""
         with self.lock:
             box = self.box(address)
-            box.history_floor = box.history_id + 1
+            box.history_floor = box.history_id
 
     def deny_delegation(self, address: str) -> None:
         with self.lock:
