@@ -7,6 +7,7 @@ from its fixed palette, so presets map to the nearest palette entry.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -72,6 +73,7 @@ class LabelCache:
         self.store = store
         self._ids: dict[str, str] | None = None
         self._listed = False
+        self._lock = asyncio.Lock()  # the pipeline acts on several messages at once
 
     async def _load(self) -> dict[str, str]:
         if self._ids is None:
@@ -102,6 +104,13 @@ class LabelCache:
         ids = await self._load()
         if name in ids:
             return ids[name]
+        async with self._lock:
+            return await self._find_or_create(name, colour, hidden=hidden)
+
+    async def _find_or_create(self, name: str, colour: str | None, *, hidden: bool) -> str:
+        ids = await self._load()
+        if name in ids:
+            return ids[name]
         if not self._listed:
             ids = await self.refresh()
             if name in ids:
@@ -129,8 +138,11 @@ class LabelCache:
             )
         except ConnectorError as exc:
             # 409 "Label name exists or conflicts": someone created it meanwhile.
-            cause = exc.__cause__
-            if getattr(cause, "status_code", None) != 409:
+            status = getattr(exc.__cause__, "status_code", None)
+            if status == 400 and "color" in body:
+                log.warning("gmail: label colour %r refused; creating %r without", colour, name)
+                return await self._create(name, None, hidden=hidden)
+            if status != 409:
                 raise
             ids = await self.refresh()
             if name not in ids:

@@ -205,14 +205,30 @@ class GmailMailbox:
                 page.messages.append(message)
         return page
 
+    async def fetch(self, provider_id: str) -> Message:
+        """Read one message again (pipeline retries); NotFoundError when it is gone."""
+        resource = await self.client.call("messages.get", self._get_raw(provider_id))
+        names = await self.labels.names()
+        page = ChangePage()
+        message = self._to_message(provider_id, resource, names, page, inbox_only=False)
+        if message is None:
+            raise MessageParseError(page.failures[0].reason if page.failures else "unreadable")
+        return message
+
     def _get_raw(self, message_id: str) -> Callable[[Any], Any]:
         return lambda u: u.messages().get(userId=self.address, id=message_id, format="raw")
 
     def _to_message(
-        self, mid: str, resource: dict[str, Any], names: dict[str, str], page: ChangePage
+        self,
+        mid: str,
+        resource: dict[str, Any],
+        names: dict[str, str],
+        page: ChangePage,
+        *,
+        inbox_only: bool = True,
     ) -> Message | None:
         label_ids = resource.get("labelIds", [])
-        if "INBOX" not in label_ids:
+        if inbox_only and "INBOX" not in label_ids:
             return None  # already moved out of the inbox by someone
         try:
             raw = _unb64url(resource["raw"])

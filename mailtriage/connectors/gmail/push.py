@@ -19,7 +19,7 @@ import base64
 import json
 import logging
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import google.auth.jwt
@@ -27,7 +27,7 @@ import httplib2
 
 from mailtriage.connectors.gmail.mailbox import GmailMailbox
 from mailtriage.core.config import GmailSettings
-from mailtriage.core.errors import ConfigError
+from mailtriage.core.errors import AccessDeniedError, AuthError, ConfigError
 
 log = logging.getLogger(__name__)
 WATCH_KEY = "gmail.watch"
@@ -151,7 +151,7 @@ def decode_push(body: Any) -> tuple[str, int | None]:
 
 def webhook_routes(
     gmail: GmailSettings,
-    trigger: Callable[[str], Coroutine[Any, Any, None]],
+    trigger: Callable[[str], Awaitable[None]],
     *,
     addresses: Iterable[str],
     path: str = "/hooks/gmail",
@@ -171,7 +171,7 @@ def webhook_routes(
             gmail.push_audience, gmail.push_service_account, gmail.certs_url or GOOGLE_CERTS_URL
         )
     known = {a.lower() for a in addresses}
-    tasks: set[asyncio.Task[None]] = set()
+    tasks: set[asyncio.Future[None]] = set()
 
     async def receive(request: Request) -> Response:
         auth = request.headers.get("authorization", "")
@@ -190,10 +190,41 @@ def webhook_routes(
         if address not in known:
             log.warning("gmail push for an unconfigured mailbox ignored")
             return Response(status_code=204)
-        task = asyncio.get_running_loop().create_task(trigger(address))
+        task = asyncio.ensure_future(trigger(address))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
         log.debug("gmail push for %s (historyId %s) acknowledged", address, history_id)
         return Response(status_code=204)
 
     return [Route(path, receive, methods=["POST"])]
+
+
+class GmailPush:
+    """The `PushChannel` for every Gmail mailbox: one watch each, one webhook for all."""
+
+    provider = "gmail"
+
+    def __init__(self, gmail: GmailSettings, mailboxes: Iterable[GmailMailbox]) -> None:
+        self.gmail = gmail
+        self.mailboxes = list(mailboxes)
+        self.watches = [GmailWatch(m) for m in self.mailboxes]
+
+    def routes(self, trigger: Callable[[str], Awaitable[None]]) -> list[Any]:
+        return webhook_routes(self.gmail, trigger, addresses=[m.address for m in self.mailboxes])
+
+    async def _each(self, what: str, fn: Callable[[GmailWatch], Awaitable[Any]]) -> None:
+        """Run `fn` on every watch; a mailbox refused by Google is logged and skipped."""
+        for watch in self.watches:
+            try:
+                await fn(watch)
+            except (AccessDeniedError, AuthError) as exc:
+                log.error("gmail %s skipped for %s: %s", what, watch.mailbox.describe(), exc)
+
+    async def install(self) -> None:
+        await self._each("watch", lambda w: w.install())
+
+    async def renew_due(self) -> None:
+        await self._each("watch renewal", lambda w: w.renew_due())
+
+    async def uninstall(self) -> None:
+        await self._each("stop", lambda w: w.uninstall())
