@@ -38,7 +38,9 @@ def key_env(gm: GmailEmulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[None
     yield
 
 
-def settings_for(gm: GmailEmulator, *, addresses: tuple[str, ...] = (SHARED,), **kw: Any) -> Settings:
+def settings_for(
+    gm: GmailEmulator, *, addresses: tuple[str, ...] = (SHARED,), **kw: Any
+) -> Settings:
     gmail = {
         "service_account_env": "MT_TEST_GMAIL_KEY",
         "service_account_file": None,
@@ -83,14 +85,18 @@ async def test_new_mail_is_labelled_moved_and_forwarded_once(
     settings = settings_for(gm)
     ledger = ledger_at(tmp_path)
     await sync(settings, ledger)  # first run: starts from now
-    raw = rfc822(subject="[fournisseurs] Facture F-2024-118",
-                 sender="Fourni SA <factures@fourni.example>")
+    raw = rfc822(
+        subject="[fournisseurs] Facture F-2024-118", sender="Fourni SA <factures@fourni.example>"
+    )
     mid = gm.deliver(SHARED, raw)
 
     reports, _ = await sync(settings, ledger)
     assert statuses(reports[SHARED]) == [Outcome.DONE]
     assert gm.label_names(SHARED, mid) == {
-        "Fournisseurs", "Triage/Fournisseurs", "UNREAD", "mailtriage/processed"
+        "Fournisseurs",
+        "Triage/Fournisseurs",
+        "UNREAD",
+        "mailtriage/processed",
     }
     [(_, rcpts, sent)] = gm.outbound(COMPTA)
     forward = email.message_from_bytes(sent, policy=email.policy.default)
@@ -139,19 +145,31 @@ async def test_expired_history_id_resyncs_without_duplicates(
     reports, _ = await sync(settings, ledger)
     done = [r for r in reports[SHARED].results if r.status == Outcome.DONE]
     assert [r.provider_id for r in done] == [new]
-    assert all(r.status in (Outcome.DUPLICATE, Outcome.SKIPPED)
-               for r in reports[SHARED].results if r.provider_id != new)
+    assert all(
+        r.status in (Outcome.DUPLICATE, Outcome.SKIPPED)
+        for r in reports[SHARED].results
+        if r.provider_id != new
+    )
     assert len(gm.outbound(COMPTA)) == 1 and len(gm.outbound("sav@atelier-dupont.fr")) == 1
 
 
 async def test_rate_limit_storm_everything_processed_within_quota(tmp_path: Path) -> None:
-    with GmailEmulator(users=[SHARED], enforce_quota=False) as gm, pytest.MonkeyPatch.context() as mp:
+    emulator = GmailEmulator(users=[SHARED], enforce_quota=False)
+    with emulator as gm, pytest.MonkeyPatch.context() as mp:
         mp.setenv("MT_TEST_GMAIL_KEY", gm.service_account_json())
         settings = settings_for(gm)
         ledger = ledger_at(tmp_path)
         await sync(settings, ledger)
-        subjects = ["[fournisseurs] F1", "[clients] C1", "[rh] CV", "[publicite] Promo",
-                    "[review] ?", "[devis] Devis", "[publicite] News", "[review] ??"]
+        subjects = [
+            "[fournisseurs] F1",
+            "[clients] C1",
+            "[rh] CV",
+            "[publicite] Promo",
+            "[review] ?",
+            "[devis] Devis",
+            "[publicite] News",
+            "[review] ??",
+        ]
         ids = {gm.deliver(SHARED, rfc822(subject=s)) for s in subjects}
         gm.storm(0.3, seed=7)
         reports, boxes = await sync(settings, ledger)
@@ -200,8 +218,9 @@ async def test_push_through_the_service_triggers_sync_and_bad_jwt_is_rejected(
     boxes = build_gmail_mailboxes(settings, ledger)
     push = build_gmail_push(settings, boxes)
     assert push is not None
-    service = Service(settings, ledger, ScriptedClassifier(by_subject), boxes, [push],
-                      retry=NO_WAIT)
+    service = Service(
+        settings, ledger, ScriptedClassifier(by_subject), boxes, [push], retry=NO_WAIT
+    )
     await service.sync(SHARED)  # cursor from now
     await push.install()
     port = free_port()
