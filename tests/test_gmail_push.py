@@ -7,7 +7,7 @@ import base64
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import uvicorn
@@ -103,19 +103,19 @@ def test_bad_or_missing_jwt_is_rejected_without_trigger(
 ) -> None:
     client, triggered = hook
     signer = gm.signer
-    tokens = {
-        "forged signature": signer.sign(signer.claims(AUDIENCE), key=new_rsa_key()),
-        "wrong audience": signer.sign(signer.claims("https://evil.example/hook")),
-        "wrong service account": signer.sign(
+    tokens: dict[str, Callable[[], str]] = {
+        "forged signature": lambda: signer.sign(signer.claims(AUDIENCE), key=new_rsa_key()),
+        "wrong audience": lambda: signer.sign(signer.claims("https://evil.example/hook")),
+        "wrong service account": lambda: signer.sign(
             signer.claims(AUDIENCE, email="attacker@evil.iam.gserviceaccount.com")
         ),
-        "email not verified": signer.sign(signer.claims(AUDIENCE, email_verified=False)),
-        "wrong issuer": signer.sign(signer.claims(AUDIENCE, iss="https://evil.example")),
-        "expired": signer.sign(
+        "email not verified": lambda: signer.sign(signer.claims(AUDIENCE, email_verified=False)),
+        "wrong issuer": lambda: signer.sign(signer.claims(AUDIENCE, iss="https://evil.example")),
+        "expired": lambda: signer.sign(
             signer.claims(AUDIENCE, iat=int(time.time()) - 7200, exp=int(time.time()) - 3600)
         ),
     }
-    headers = {"Authorization": f"Bearer {tokens[case]}"} if case in tokens else {}
+    headers = {"Authorization": f"Bearer {tokens[case]()}"} if case in tokens else {}
     resp = client.post("/hooks/gmail", json=push_body(), headers=headers)
     assert resp.status_code == status
     assert triggered == []

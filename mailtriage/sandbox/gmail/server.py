@@ -90,18 +90,23 @@ class Pusher:
         }
 
     def _run(self) -> None:
-        with httpx.Client(timeout=10) as client:
+        client: httpx.Client | None = None  # made on first use: an SSL context costs ~0.2 s
+        try:
             while True:
                 item = self._queue.get()
                 if item is None:
                     return
                 address, history_id = item
                 try:
+                    client = client or httpx.Client(timeout=10)
                     self._deliver(client, address, history_id)
                 finally:
                     with self._cond:
                         self._pending -= 1
                         self._cond.notify_all()
+        finally:
+            if client is not None:
+                client.close()
 
     def _deliver(self, client: httpx.Client, address: str, history_id: int) -> None:
         with self.state.lock:
