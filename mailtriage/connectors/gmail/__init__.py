@@ -47,5 +47,6 @@ __all__ = [
     "RetryPolicy",
     "build_gmail_mailboxes",
     "build_gmail_push",
+    "service_account_info",
     "webhook_routes",
 ]
