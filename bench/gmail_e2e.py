@@ -88,7 +88,8 @@ async def run_case(n_mailboxes: int, latency_ms: int, copies: int) -> Figures:
         os.environ[KEY_ENV] = gm.service_account_json()
         settings = settings_for(gm, addresses, llm.base_url, llm.model)
         ledger = Ledger(f"sqlite:///{tmp}/bench.sqlite")
-        pipeline = Pipeline(settings, ledger, build_classifier(settings), retry=RetryPolicy(0, 0))
+        classifier = build_classifier(settings)
+        pipeline = Pipeline(settings, ledger, classifier, retry=RetryPolicy(0, 0))
         boxes = build_gmail_mailboxes(settings, ledger)
         await sync_all(pipeline, boxes)  # first run: cursors start from now
         now = datetime.now(UTC)
@@ -122,6 +123,9 @@ async def run_case(n_mailboxes: int, latency_ms: int, copies: int) -> Figures:
         seconds = time.perf_counter() - started
         for box in boxes:
             await box.aclose()
+        close = getattr(classifier, "aclose", None)
+        if close is not None:
+            await close()
         return Figures(
             mailboxes=n_mailboxes,
             latency_ms=latency_ms,

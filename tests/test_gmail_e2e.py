@@ -254,3 +254,23 @@ async def test_push_through_the_service_triggers_sync_and_bad_jwt_is_rejected(
         thread.join(5)
         await push.uninstall()
         assert gm.state.users[SHARED].watch is None
+
+
+async def test_failed_forward_is_retried_once_and_sent_once(
+    gm: GmailEmulator, tmp_path: Path
+) -> None:
+    settings = settings_for(gm, gmail={"max_retries": 0})
+    ledger = ledger_at(tmp_path)
+    await sync(settings, ledger)
+    mid = gm.deliver(SHARED, rfc822(subject="[clients] Colis jamais arrivé"))
+    gm.inject("429", api="messages.send")  # the forward is throttled, retries are off
+    reports, _ = await sync(settings, ledger)  # fails, then the due retry re-fetches and sends
+    assert [r.status for r in reports[SHARED].results] == [Outcome.FAILED, Outcome.DONE]
+    assert len(gm.outbound("sav@atelier-dupont.fr")) == 1
+    assert gm.label_names(SHARED, mid) == {
+        "Clients",
+        "Triage/Clients",
+        "UNREAD",
+        "mailtriage/processed",
+    }
+    assert gm.calls("messages.send", SHARED) == 2  # one refused, one sent

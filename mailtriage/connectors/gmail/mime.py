@@ -118,6 +118,8 @@ def build_forward(
         for part in original_msg.iter_attachments():
             data = part.get_payload(decode=True) or b""
             maintype, _, subtype = part.get_content_type().partition("/")
+            if maintype in ("message", "multipart"):  # attached mail: pass it on as a file
+                data, maintype, subtype = part.as_bytes(), "application", "octet-stream"
             out.add_attachment(
                 data, maintype=maintype, subtype=subtype, filename=part.get_filename() or "part"
             )

@@ -286,9 +286,12 @@ class GmailEmulator:
         """The token endpoint refuses `sub=address` with `unauthorized_client` (DWD not granted)."""
         self.state.deny_delegation(address)
 
-    def inject(self, kind: str, count: int = 1, user: str | None = None) -> None:
-        """Fail the next `count` calls with `429`, `403-user` or `403-rate`."""
-        self.state.inject(kind, count, user)
+    def inject(
+        self, kind: str, count: int = 1, user: str | None = None, api: str | None = None
+    ) -> None:
+        """Fail the next `count` calls (optionally of `user` / to `api`, e.g. "messages.send")
+        with `429`, `403-user` or `403-rate`."""
+        self.state.inject(kind, count, user, api)
 
     def storm(self, rate: float, seed: int = 0) -> None:
         """Fail a `rate` share of calls at random with rate-limit errors (0 stops it)."""

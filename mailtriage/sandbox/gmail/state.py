@@ -355,7 +355,7 @@ class GmailState:
         self.granted_scopes: set[str] = {GMAIL_MODIFY, FULL_SCOPE}
         self.outbound: list[tuple[str, list[str], bytes]] = []
         self.request_log: list[tuple[str, str, str, int]] = []  # method, api, user, status
-        self.injected: deque[tuple[str | None, str]] = deque()
+        self.injected: deque[tuple[str | None, str | None, str]] = deque()
         self.storm_rate = 0.0
         self._storm_rng = random.Random(0)
         self.rate_limited = 0
@@ -412,7 +412,7 @@ class GmailState:
             box.history.append(
                 HistoryRecord(box.history_id, "messageAdded", mid, mid, frozenset(msg.labels))
             )
-            inbox_watch = box.watch is not None and "INBOX" in msg.labels
+            inbox_watch = box.watch is not None and _watched(box.watch, msg.labels)
             history_id = box.history_id
         if inbox_watch:
             for callback in self.on_inbox:
@@ -434,11 +434,13 @@ class GmailState:
         with self.lock:
             self.denied.add(address.lower())
 
-    def inject(self, kind: str, count: int = 1, user: str | None = None) -> None:
-        """Fail the next `count` calls (of `user`, or anyone) with `kind` (rate_limit_error)."""
+    def inject(
+        self, kind: str, count: int = 1, user: str | None = None, api: str | None = None
+    ) -> None:
+        """Fail the next `count` calls (of `user`, to `api`, or any) with `kind`."""
         with self.lock:
             for _ in range(count):
-                self.injected.append((user.lower() if user else None, kind))
+                self.injected.append((user.lower() if user else None, api, kind))
 
     def storm(self, rate: float, seed: int = 0) -> None:
         """Fail a `rate` share of API calls at random with 429/403 rate-limit errors."""
@@ -488,8 +490,8 @@ class GmailState:
     def admit(self, user: str, api: str) -> None:
         """Injected errors, storms and the per-user quota, in that order."""
         with self.lock:
-            for i, (who, kind) in enumerate(self.injected):
-                if who in (None, user):
+            for i, (who, which, kind) in enumerate(self.injected):
+                if who in (None, user) and which in (None, api):
                     del self.injected[i]
                     self.rate_limited += 1
                     raise rate_limit_error(kind)
@@ -778,6 +780,14 @@ class GmailState:
     def stop(self, user: str) -> None:
         with self.lock:
             self.box(user).watch = None
+
+
+def _watched(watch: Watch, labels: set[str]) -> bool:
+    """Whether a change to a message with `labels` is notified under `watch`."""
+    if not watch.label_ids:
+        return True
+    hit = any(label in labels for label in watch.label_ids)
+    return hit if watch.behavior.lower() == "include" else not hit
 
 
 def _check_color(color: Any) -> None:
