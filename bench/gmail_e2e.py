@@ -52,6 +52,7 @@ class Figures:
     units: int
     max_units_per_s: int
     throttled: int
+    quota_wait_s: float
     outcomes: dict[str, int]
 
     @property
@@ -59,9 +60,17 @@ class Figures:
         return self.messages / self.seconds
 
 
-def settings_for(gm: GmailEmulator, addresses: list[str], llm_url: str, model: str) -> Settings:
+def settings_for(
+    gm: GmailEmulator, addresses: list[str], llm_url: str, model: str, concurrency: int
+) -> Settings:
     data = tomllib.loads((ROOT / "manifest" / "mailtriage.example.toml").read_text("utf-8"))
-    data["llm"] = {**data["llm"], "base_url": llm_url, "model": model, "api_key_env": None}
+    data["llm"] = {
+        **data["llm"],
+        "base_url": llm_url,
+        "model": model,
+        "api_key_env": None,
+        "max_concurrency": concurrency,
+    }
     data["classifier"] = "llm"
     data["gmail"] = {
         "service_account_env": KEY_ENV,
@@ -78,15 +87,17 @@ def build_classifier(settings: Settings) -> Any:
     return build(settings, "llm")
 
 
-async def run_case(n_mailboxes: int, latency_ms: int, copies: int) -> Figures:
+async def run_case(
+    n_mailboxes: int, latency_ms: int, copies: int, concurrency: int, state_dir: str | None = None
+) -> Figures:
     from mailtriage.sandbox.llm import SandboxLLM
 
     addresses = [f"contact{i}@atelier-dupont.com" for i in range(n_mailboxes)]
     emulator, sandbox = GmailEmulator(users=addresses), SandboxLLM()
-    with emulator as gm, sandbox as llm, tempfile.TemporaryDirectory() as tmp:
+    with emulator as gm, sandbox as llm, tempfile.TemporaryDirectory(dir=state_dir) as tmp:
         llm.faults.set_latency(latency_ms / 1000)
         os.environ[KEY_ENV] = gm.service_account_json()
-        settings = settings_for(gm, addresses, llm.base_url, llm.model)
+        settings = settings_for(gm, addresses, llm.base_url, llm.model, concurrency)
         ledger = Ledger(f"sqlite:///{tmp}/bench.sqlite")
         classifier = build_classifier(settings)
         pipeline = Pipeline(settings, ledger, classifier, retry=RetryPolicy(0, 0))
@@ -136,6 +147,7 @@ async def run_case(n_mailboxes: int, latency_ms: int, copies: int) -> Figures:
             units=sum(gm.state.quota.total.values()) - units0,
             max_units_per_s=max(gm.max_units_per_s(a) for a in addresses),
             throttled=gm.state.rate_limited,
+            quota_wait_s=max(b.client.limiter.waited_s for b in boxes),
             outcomes=outcomes,
         )
 
@@ -145,31 +157,43 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=int, action="append")
     parser.add_argument("--mailboxes", type=int, action="append")
     parser.add_argument("--copies", type=int, default=1, help="corpus copies per mailbox")
+    parser.add_argument(
+        "--llm-concurrency",
+        type=int,
+        action="append",
+        help="llm.max_concurrency (default: 4, the example config's)",
+    )
+    parser.add_argument("--state-dir", help="where the SQLite ledger goes (default: $TMPDIR)")
     parser.add_argument("--json", action="store_true", help="print JSON lines")
     args = parser.parse_args()
     logs.configure(level="WARNING")
     print(
         f"corpus: {len(DEMO_MAILS)} demo mails x {args.copies} per mailbox; emulator quota "
-        "250 units/s per mailbox (enforced); llm.max_concurrency from the example config"
+        "250 units/s per mailbox (enforced)"
     )
     header = (
-        f"{'mailboxes':>9} {'LLM ms':>6} {'msgs':>5} {'seconds':>8} {'msg/s':>7} "
-        f"{'calls/msg':>9} {'HTTP/msg':>8} {'units/msg':>9} {'max u/s':>7} {'429/403':>7}  outcomes"
+        f"{'mailboxes':>9} {'LLM ms':>6} {'LLM conc':>8} {'msgs':>5} {'seconds':>8} {'msg/s':>7} "
+        f"{'calls/msg':>9} {'HTTP/msg':>8} {'units/msg':>9} {'max u/s':>7} {'429/403':>7} {'q-wait s':>8}  outcomes"
     )
     print(header)
     for latency in args.latency_ms or [0, 300]:
         for n in args.mailboxes or [1, 10]:
-            f = asyncio.run(run_case(n, latency, args.copies))
-            if args.json:
-                print(json.dumps({**f.__dict__, "rate": f.rate}))
-                continue
-            print(
-                f"{f.mailboxes:>9} {f.latency_ms:>6} {f.messages:>5} {f.seconds:>8.2f} "
-                f"{f.rate:>7.2f} {f.api_calls / f.messages:>9.2f} "
-                f"{f.http_requests / f.messages:>8.2f} {f.units / f.messages:>9.1f} "
-                f"{f.max_units_per_s:>7} {f.throttled:>7}  {f.outcomes}",
-                flush=True,
-            )
+            for conc in args.llm_concurrency or [4]:
+                figures = asyncio.run(run_case(n, latency, args.copies, conc, args.state_dir))
+                report(figures, conc, args.json)
+
+
+def report(f: Figures, concurrency: int, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({**f.__dict__, "rate": f.rate, "llm_concurrency": concurrency}))
+        return
+    print(
+        f"{f.mailboxes:>9} {f.latency_ms:>6} {concurrency:>8} {f.messages:>5} {f.seconds:>8.2f} "
+        f"{f.rate:>7.2f} {f.api_calls / f.messages:>9.2f} "
+        f"{f.http_requests / f.messages:>8.2f} {f.units / f.messages:>9.1f} "
+        f"{f.max_units_per_s:>7} {f.throttled:>7} {f.quota_wait_s:>8.1f}  {f.outcomes}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

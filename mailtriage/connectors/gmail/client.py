@@ -1,9 +1,11 @@
 """One mailbox's Gmail client: DWD credentials, the discovery-built service, quota, retries.
 
-google-api-python-client is synchronous (httplib2), so every call runs in a worker thread
-via `asyncio.to_thread`; one lock per mailbox serialises them because an `httplib2.Http`
-is not thread-safe. Retries are ours, not `num_retries`, so that the limiter is charged
-for every attempt and the backoff can be zeroed in tests.
+google-api-python-client is synchronous (httplib2), so every call runs in a worker thread.
+Each mailbox has its own single worker thread rather than `asyncio.to_thread`'s shared
+pool: an `httplib2.Http` is not thread-safe anyway, and with ten mailboxes the shared pool
+(min(32, CPUs + 4) threads, also used by the ledger) could starve. Retries are ours, not
+`num_retries`, so that the limiter is charged for every attempt and the backoff can be
+zeroed in tests.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import random
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -134,6 +137,7 @@ class GmailClient:
         self.client_id = client_id
         self.stats = ClientStats()
         self._lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"gmail-{address}")
         self._async_lock = asyncio.Lock()
         self.service = build(
             "gmail",
@@ -160,6 +164,14 @@ class GmailClient:
             client_id=(info or {}).get("client_id"),
         )
 
+    def close(self) -> None:
+        """Close the HTTP connections and the worker thread."""
+        http = getattr(self.http, "http", self.http)
+        close = getattr(http, "close", None)
+        if callable(close):
+            close()
+        self._executor.shutdown(wait=False)
+
     @property
     def users(self) -> Any:
         return self.service.users()
@@ -172,7 +184,8 @@ class GmailClient:
     async def _send(self, units: int, fn: Callable[[], T]) -> T:
         async with self._async_lock:
             await self.limiter.acquire(units)
-            return await asyncio.to_thread(self._run, fn)
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor, self._run, fn)
 
     async def call(self, api: str, make: Build) -> Any:
         """Execute one request (built by `make(users)`), with quota and retries."""

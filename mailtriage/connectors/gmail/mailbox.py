@@ -359,7 +359,4 @@ class GmailMailbox:
             self._raw_bytes = sum(len(r) for r in self._raw.values())
 
     async def aclose(self) -> None:
-        http = getattr(self.client.http, "http", self.client.http)
-        close = getattr(http, "close", None)
-        if callable(close):
-            close()
+        self.client.close()

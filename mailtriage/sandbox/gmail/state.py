@@ -236,6 +236,7 @@ class StoredMessage:
     internal_date_ms: int
     history_id: int
     attachments: dict[str, bytes] = field(default_factory=dict)
+    snippet: str | None = None
 
     def parsed(self) -> EmailMessage:
         parsed = email.message_from_bytes(self.raw, policy=email.policy.default)
@@ -605,11 +606,13 @@ class GmailState:
         with self.lock:
             msg = self.message(user, message_id)
             out = msg.minimal()
-            parsed = msg.parsed()
-            out["snippet"] = _snippet(parsed)
+            if msg.snippet is None:  # parsed once, then cached
+                msg.snippet = _snippet(msg.parsed())
+            out["snippet"] = msg.snippet
             if fmt == "raw":
                 out["raw"] = b64url(msg.raw)
             elif fmt == "metadata":
+                parsed = msg.parsed()
                 wanted = {h.lower() for h in metadata_headers}
                 headers = [
                     {"name": k, "value": str(v)}
@@ -618,7 +621,7 @@ class GmailState:
                 ]
                 out["payload"] = {"mimeType": parsed.get_content_type(), "headers": headers}
             elif fmt == "full":
-                out["payload"] = _payload(parsed, "", msg)
+                out["payload"] = _payload(msg.parsed(), "", msg)
             elif fmt != "minimal":
                 raise GmailError(400, f"Invalid value for format: {fmt}", "invalidParameter")
             return out
