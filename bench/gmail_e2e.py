@@ -173,7 +173,8 @@ def main() -> None:
     )
     header = (
         f"{'mailboxes':>9} {'LLM ms':>6} {'LLM conc':>8} {'msgs':>5} {'seconds':>8} {'msg/s':>7} "
-        f"{'calls/msg':>9} {'HTTP/msg':>8} {'units/msg':>9} {'max u/s':>7} {'429/403':>7} {'q-wait s':>8}  outcomes"
+        f"{'calls/msg':>9} {'HTTP/msg':>8} {'units/msg':>9} {'max u/s':>7} {'429/403':>7} "
+        f"{'q-wait s':>8}  outcomes"
     )
     print(header)
     for latency in args.latency_ms or [0, 300]:
