@@ -274,3 +274,19 @@ async def test_failed_forward_is_retried_once_and_sent_once(
         "mailtriage/processed",
     }
     assert gm.calls("messages.send", SHARED) == 2  # one refused, one sent
+
+
+async def test_unreadable_message_is_recorded_and_left_in_the_inbox(
+    gm: GmailEmulator, tmp_path: Path
+) -> None:
+    settings = settings_for(gm)
+    ledger = ledger_at(tmp_path)
+    await sync(settings, ledger)
+    bad = gm.deliver(SHARED, b"\x00\x01 this is not a mail message at all \xff")
+    good = gm.deliver(SHARED, rfc822(subject="[devis] Devis"))
+    reports, _ = await sync(settings, ledger)
+    by_id = {r.provider_id: r for r in reports[SHARED].results}
+    assert by_id[bad].status == Outcome.FAILED and by_id[bad].detail
+    assert by_id[good].status == Outcome.DONE
+    assert gm.label_names(SHARED, bad) == {"INBOX", "UNREAD"}  # untouched
+    assert gm.calls("messages.send", SHARED) == 1  # only the good one was forwarded
