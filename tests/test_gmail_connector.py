@@ -294,3 +294,11 @@ async def test_dry_run_changes_nothing(gm: GmailEmulator) -> None:
     assert gm.label_names(SHARED, mid) == {"INBOX", "UNREAD"}
     assert gm.outbound() == [] and gm.calls("messages.modify") == 0
     assert gm.calls("labels.create") == 0
+
+
+async def test_stale_listing_page_token_relists_the_window(gm: GmailEmulator) -> None:
+    ids = {gm.deliver(SHARED, rfc822(subject=f"m{i}")) for i in range(3)}
+    box = mailbox(gm, mailbox=[{"provider": "gmail", "address": SHARED, "backfill_days": 1}])
+    history_id = gm.state.profile(SHARED)["historyId"]
+    page = await box.changes(f"list:{history_id}:0:not-a-token")
+    assert {m.provider_id for m in page.messages} == ids and page.cursor == history_id

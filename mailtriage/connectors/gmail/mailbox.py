@@ -138,15 +138,23 @@ class GmailMailbox:
 
     async def _list_page(self, cursor: str) -> ChangePage:
         _, history_id, after, token = cursor.split(":", 3)
-        listing = await self.client.call(
-            "messages.list",
-            lambda u: u.messages().list(
-                userId=self.address,
-                q=f"in:inbox after:{after}",
-                maxResults=self.gmail.page_size,
-                pageToken=token or None,
-            ),
-        )
+        try:
+            listing = await self.client.call(
+                "messages.list",
+                lambda u: u.messages().list(
+                    userId=self.address,
+                    q=f"in:inbox after:{after}",
+                    maxResults=self.gmail.page_size,
+                    pageToken=token or None,
+                ),
+            )
+        except ConnectorError as exc:
+            if not token or isinstance(exc, (AccessDeniedError, AuthError, ThrottledError)):
+                raise
+            # A stale page token (e.g. after a long outage): list the window again from
+            # the start; what was already recorded is recognised by the ledger.
+            log.warning("%s: listing page token refused (%s); relisting", self.describe(), exc)
+            return await self._list_page(f"list:{history_id}:{after}:")
         ids = [m["id"] for m in listing.get("messages", [])]
         page = await self._fetch(ids)
         next_token = listing.get("nextPageToken")

@@ -590,7 +590,7 @@ class GmailState:
                 if all(lab in m.labels for lab in label_ids) and match(m)
             ]
             found.sort(key=lambda m: (m.internal_date_ms, m.id), reverse=True)
-            start = int(page_token or 0)
+            start = _page_token(page_token)
             max_results = max(1, min(max_results, 500))
             page = found[start : start + max_results]
             out: dict[str, Any] = {"resultSizeEstimate": len(found)}
@@ -745,7 +745,7 @@ class GmailState:
             box = self.box(user)
             if start < box.history_floor:
                 raise GmailError(404, "Requested entity was not found.", "notFound")
-            after = int(page_token) if page_token else start
+            after = _page_token(page_token) if page_token else start
             max_results = max(1, min(max_results, 500))
             records = [
                 r
@@ -783,6 +783,12 @@ class GmailState:
     def stop(self, user: str) -> None:
         with self.lock:
             self.box(user).watch = None
+
+
+def _page_token(token: str | None) -> int:
+    if token and not token.isdigit():
+        raise GmailError(400, "Invalid pageToken", "invalidArgument")
+    return int(token or 0)
 
 
 def _watched(watch: Watch, labels: set[str]) -> bool:
