@@ -196,6 +196,21 @@ class GmailSettings(_Model):
     certs_url: str | None = None
     forward_mode: Literal["attach", "inline"] = "attach"
     anonymous: bool = False
+    # Label that marks a message as handled, so a lost ledger never causes a second forward.
+    processed_label: str = "mailtriage/processed"
+    request_timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0
+    # Per-mailbox budget; Google allows 250 units/s per user (moving window).
+    quota_units_per_s: Annotated[float, Field(ge=10, le=250)] = 250
+    max_retries: Annotated[int, Field(ge=0, le=20)] = 8
+    retry_base_delay_s: Annotated[float, Field(ge=0, le=60)] = 1.0
+    retry_max_delay_s: Annotated[float, Field(ge=0, le=600)] = 32.0
+    # Calls per HTTP batch; Google advises at most 50.
+    batch_size: Annotated[int, Field(ge=1, le=50)] = 50
+    page_size: Annotated[int, Field(ge=1, le=500)] = 100
+    # After an expired historyId (404), look back this far for inbox messages.
+    resync_days: Annotated[float, Field(gt=0, le=60)] = 7
+    # users.watch is renewed when older than this (Google: at least every 7 days, ideally daily).
+    watch_renew_s: Annotated[float, Field(ge=60, le=6 * 86_400)] = 86_400
 
 
 class MailboxSettings(_Model):

@@ -1,0 +1,226 @@
+"""Benchmark: messages/s triaged end to end on Gmail (emulator) with the sandbox LLM.
+
+Path measured: history.list → batched messages.get (raw) → RFC 822 parse → rules → LLM
+classification over HTTP → plan → labels / move / forward / processed label, all through
+the real google-api-python-client against the loopback Gmail emulator, which enforces
+Google's per-user quota of 250 units/s. The demo corpus (43 fr/en mails) is delivered to
+each mailbox; timing starts when the mail is in the inboxes and stops when every message
+is recorded in the ledger.
+
+    .venv/bin/python bench/gmail_e2e.py                 # 0 and 300 ms, 1 and 10 mailboxes
+    .venv/bin/python bench/gmail_e2e.py --latency-ms 300 --mailboxes 10 --copies 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+import tomllib
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mailtriage.connectors.gmail import build_gmail_mailboxes  # noqa: E402
+from mailtriage.core import logs  # noqa: E402
+from mailtriage.core.config import Settings, parse_settings  # noqa: E402
+from mailtriage.core.ledger import Ledger  # noqa: E402
+from mailtriage.core.pipeline import Pipeline, RetryPolicy  # noqa: E402
+from mailtriage.core.runtime import sync_all  # noqa: E402
+from mailtriage.sandbox.demo_corpus import DEMO_MAILS, build_rfc822  # noqa: E402
+from mailtriage.sandbox.gmail import GmailEmulator  # noqa: E402
+
+KEY_ENV = "MAILTRIAGE_BENCH_GMAIL_KEY"
+
+
+@dataclass
+class Figures:
+    mailboxes: int
+    latency_ms: int
+    messages: int
+    seconds: float
+    api_calls: int
+    http_requests: int
+    units: int
+    max_units_per_s: int
+    throttled: int
+    quota_wait_s: float
+    outcomes: dict[str, int]
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.seconds
+
+
+def settings_for(
+    gm: GmailEmulator, addresses: list[str], llm_url: str, model: str, concurrency: int
+) -> Settings:
+    data = tomllib.loads((ROOT / "manifest" / "mailtriage.example.toml").read_text("utf-8"))
+    data["llm"] = {
+        **data["llm"],
+        "base_url": llm_url,
+        "model": model,
+        "api_key_env": None,
+        "max_concurrency": concurrency,
+    }
+    data["classifier"] = "llm"
+    data["gmail"] = {
+        "service_account_env": KEY_ENV,
+        "api_endpoint": gm.url,
+        "token_uri": gm.token_uri,
+    }
+    data["mailbox"] = [{"provider": "gmail", "address": a} for a in addresses]
+    return parse_settings(data, "bench")
+
+
+def build_classifier(settings: Settings) -> Any:
+    from mailtriage.core.classifiers import build_classifier as build
+
+    return build(settings, "llm")
+
+
+async def run_case(
+    n_mailboxes: int, latency_ms: int, copies: int, concurrency: int, state_dir: str | None = None
+) -> Figures:
+    from mailtriage.sandbox.llm import SandboxLLM
+
+    addresses = [f"contact{i}@atelier-dupont.com" for i in range(n_mailboxes)]
+    emulator, sandbox = GmailEmulator(users=addresses), SandboxLLM()
+    with emulator as gm, sandbox as llm, tempfile.TemporaryDirectory(dir=state_dir) as tmp:
+        llm.faults.set_latency(latency_ms / 1000)
+        os.environ[KEY_ENV] = gm.service_account_json()
+        settings = settings_for(gm, addresses, llm.base_url, llm.model, concurrency)
+        ledger = Ledger(f"sqlite:///{tmp}/bench.sqlite")
+        classifier = build_classifier(settings)
+        pipeline = Pipeline(settings, ledger, classifier, retry=RetryPolicy(0, 0))
+        boxes = build_gmail_mailboxes(settings, ledger)
+        await sync_all(pipeline, boxes)  # first run: cursors start from now
+        now = datetime.now(UTC)
+        delivered = 0
+        for address in addresses:
+            for copy in range(copies):
+                for i, mail in enumerate(DEMO_MAILS):
+                    raw = build_rfc822(
+                        mail,
+                        to=address,
+                        date=now - timedelta(minutes=i),
+                        message_id_domain=f"c{copy}.{address.split('@')[0]}.demo.example",
+                    )
+                    gm.deliver(address, raw)
+                    delivered += 1
+        calls0, units0 = len(gm.state.request_log), sum(gm.state.quota.total.values())
+        http0 = sum(b.client.stats.http_requests for b in boxes)
+        started = time.perf_counter()
+        outcomes: dict[str, int] = {}
+        seen = 0
+        while seen < delivered:
+            reports = await sync_all(pipeline, boxes)
+            for report in reports.values():
+                if isinstance(report, Exception):
+                    raise report
+                for result in report.results:
+                    outcomes[result.status] = outcomes.get(result.status, 0) + 1
+                seen += report.seen
+            if time.perf_counter() - started > 900:
+                raise TimeoutError(f"only {seen}/{delivered} processed")
+        seconds = time.perf_counter() - started
+        for box in boxes:
+            await box.aclose()
+        close = getattr(classifier, "aclose", None)
+        if close is not None:
+            await close()
+        return Figures(
+            mailboxes=n_mailboxes,
+            latency_ms=latency_ms,
+            messages=delivered,
+            seconds=seconds,
+            api_calls=len(gm.state.request_log) - calls0,
+            http_requests=sum(b.client.stats.http_requests for b in boxes) - http0,
+            units=sum(gm.state.quota.total.values()) - units0,
+            max_units_per_s=max(gm.max_units_per_s(a) for a in addresses),
+            throttled=gm.state.rate_limited,
+            quota_wait_s=max(b.client.limiter.waited_s for b in boxes),
+            outcomes=outcomes,
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--latency-ms", type=int, action="append")
+    parser.add_argument("--mailboxes", type=int, action="append")
+    parser.add_argument("--copies", type=int, default=1, help="corpus copies per mailbox")
+    parser.add_argument(
+        "--llm-concurrency",
+        type=int,
+        action="append",
+        help="llm.max_concurrency (default: 4, the example config's)",
+    )
+    parser.add_argument("--state-dir", help="where the SQLite ledger goes (default: $TMPDIR)")
+    parser.add_argument(
+        "--semaphore-on-classifier-only",
+        action="store_true",
+        help="experiment: drop the pipeline's process-wide limit around whole messages "
+        "(it also holds the Gmail actions, so one quota-bound mailbox blocks the others)",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON lines")
+    args = parser.parse_args()
+    logs.configure(level="WARNING")
+    if args.semaphore_on_classifier_only:
+        _limit_classifier_only()
+        print("EXPERIMENT: pipeline concurrency limit on classification only")
+    print(
+        f"corpus: {len(DEMO_MAILS)} demo mails x {args.copies} per mailbox; emulator quota "
+        "250 units/s per mailbox (enforced)"
+    )
+    header = (
+        f"{'mailboxes':>9} {'LLM ms':>6} {'LLM conc':>8} {'msgs':>5} {'seconds':>8} {'msg/s':>7} "
+        f"{'calls/msg':>9} {'HTTP/msg':>8} {'units/msg':>9} {'max u/s':>7} {'429/403':>7} "
+        f"{'q-wait s':>8}  outcomes"
+    )
+    print(header)
+    for latency in args.latency_ms or [0, 300]:
+        for n in args.mailboxes or [1, 10]:
+            for conc in args.llm_concurrency or [4]:
+                figures = asyncio.run(run_case(n, latency, args.copies, conc, args.state_dir))
+                report(figures, conc, args.json)
+
+
+def _limit_classifier_only() -> None:
+    """Move Pipeline's llm.max_concurrency semaphore from whole messages to the classifier."""
+
+    async def guarded(self: Pipeline, mailbox: Any, message: Any) -> Any:
+        return await self.process(mailbox, message)
+
+    original = Pipeline._decide
+
+    async def decide(self: Pipeline, message: Any) -> Any:
+        async with self._limit:
+            return await original(self, message)
+
+    Pipeline._guarded = guarded  # type: ignore[method-assign]
+    Pipeline._decide = decide  # type: ignore[method-assign]
+
+
+def report(f: Figures, concurrency: int, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({**f.__dict__, "rate": f.rate, "llm_concurrency": concurrency}))
+        return
+    print(
+        f"{f.mailboxes:>9} {f.latency_ms:>6} {concurrency:>8} {f.messages:>5} {f.seconds:>8.2f} "
+        f"{f.rate:>7.2f} {f.api_calls / f.messages:>9.2f} "
+        f"{f.http_requests / f.messages:>8.2f} {f.units / f.messages:>9.1f} "
+        f"{f.max_units_per_s:>7} {f.throttled:>7} {f.quota_wait_s:>8.1f}  {f.outcomes}",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,264 @@
+"""One mailbox's Gmail client: DWD credentials, the discovery-built service, quota, retries.
+
+google-api-python-client is synchronous (httplib2), so every call runs in a worker thread.
+Each mailbox has its own single worker thread rather than `asyncio.to_thread`'s shared
+pool: an `httplib2.Http` is not thread-safe anyway, and with ten mailboxes the shared pool
+(min(32, CPUs + 4) threads, also used by the ledger) could starve. Retries are ours, not
+`num_retries`, so that the limiter is charged for every attempt and the backoff can be
+zeroed in tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import google_auth_httplib2
+import httplib2
+from google.oauth2 import service_account
+from googleapiclient.discovery import build
+from googleapiclient.errors import HttpError
+from googleapiclient.http import BatchHttpRequest, HttpRequest
+
+from mailtriage.connectors.gmail.errors import GMAIL_MODIFY, is_retryable, translate
+from mailtriage.connectors.gmail.quota import COSTS, QuotaLimiter
+from mailtriage.core.config import GmailSettings
+from mailtriage.core.errors import AuthError, ConfigError, ThrottledError
+
+T = TypeVar("T")
+Build = Callable[[Any], HttpRequest]  # users() resource -> request
+
+
+@dataclass
+class RetryPolicy:
+    """Exponential backoff with full jitter: sleep random() * min(max, base * 2**attempt)."""
+
+    max_retries: int = 8
+    base_delay_s: float = 1.0
+    max_delay_s: float = 32.0
+
+    def delay(self, attempt: int, hint: float | None = None) -> float:
+        if self.base_delay_s <= 0:
+            return 0.0
+        cap = min(self.max_delay_s, self.base_delay_s * 2**attempt)
+        return max(hint or 0.0, random.uniform(cap / 2, cap))
+
+
+@dataclass
+class ClientStats:
+    """What a mailbox cost: API calls, HTTP round trips, quota units, retries."""
+
+    calls: dict[str, int] = field(default_factory=dict)
+    http_requests: int = 0
+    units: int = 0
+    retries: int = 0
+
+    def count(self, api: str, n: int = 1) -> None:
+        self.calls[api] = self.calls.get(api, 0) + n
+        self.units += COSTS.get(api, 5) * n
+
+
+def service_account_info(gmail: GmailSettings) -> dict[str, Any]:
+    """The JSON key from `service_account_file`, or `service_account_env` (JSON or a path)."""
+    text: str | None = None
+    if gmail.service_account_env:
+        value = os.environ.get(gmail.service_account_env)
+        if value is None:
+            raise ConfigError(
+                f"gmail.service_account_env: environment variable {gmail.service_account_env} "
+                "is not set"
+            )
+        text = value if value.lstrip().startswith("{") else _read(Path(value))
+    elif gmail.service_account_file:
+        text = _read(Path(gmail.service_account_file).expanduser())
+    if text is None:
+        raise ConfigError("gmail: set service_account_file or service_account_env")
+    try:
+        info = json.loads(text)
+    except ValueError:
+        raise ConfigError("gmail: the service account key is not valid JSON") from None
+    if not isinstance(info, dict) or info.get("type") != "service_account":
+        raise ConfigError("gmail: the key is not a service_account JSON key")
+    if gmail.token_uri:
+        info["token_uri"] = gmail.token_uri
+    return info
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"gmail: cannot read the key {path}: {exc.strerror}") from None
+
+
+def authorized_http(gmail: GmailSettings, subject: str, info: dict[str, Any] | None) -> Any:
+    """httplib2 transport carrying DWD credentials for `subject` (or none when anonymous)."""
+    http = httplib2.Http(timeout=gmail.request_timeout_s)
+    if gmail.anonymous:
+        return http
+    assert info is not None
+    try:
+        creds = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
+            info, scopes=[GMAIL_MODIFY], subject=subject
+        )
+    except (ValueError, KeyError) as exc:
+        raise AuthError(f"gmail: unusable service account key: {exc}") from None
+    return google_auth_httplib2.AuthorizedHttp(creds, http=http)
+
+
+class GmailClient:
+    """Rate-limited, retrying access to one mailbox (`userId` = the mailbox address)."""
+
+    def __init__(
+        self,
+        address: str,
+        http: Any,
+        *,
+        api_endpoint: str,
+        limiter: QuotaLimiter,
+        retry: RetryPolicy,
+        batch_size: int = 50,
+        client_id: str | None = None,
+    ) -> None:
+        self.address = address
+        self.api_endpoint = api_endpoint if api_endpoint.endswith("/") else api_endpoint + "/"
+        self.http = http
+        self.limiter = limiter
+        self.retry = retry
+        self.batch_size = batch_size
+        self.client_id = client_id
+        self.stats = ClientStats()
+        self._lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"gmail-{address}")
+        self._async_lock = asyncio.Lock()
+        self.service = build(
+            "gmail",
+            "v1",
+            http=http,
+            static_discovery=True,
+            cache_discovery=False,
+            client_options={"api_endpoint": self.api_endpoint},
+        )
+
+    @classmethod
+    def from_settings(
+        cls, gmail: GmailSettings, address: str, info: dict[str, Any] | None = None
+    ) -> GmailClient:
+        if info is None and not gmail.anonymous:
+            info = service_account_info(gmail)
+        return cls(
+            address,
+            authorized_http(gmail, address, info),
+            api_endpoint=gmail.api_endpoint,
+            limiter=QuotaLimiter(gmail.quota_units_per_s),
+            retry=RetryPolicy(gmail.max_retries, gmail.retry_base_delay_s, gmail.retry_max_delay_s),
+            batch_size=gmail.batch_size,
+            client_id=(info or {}).get("client_id"),
+        )
+
+    def close(self) -> None:
+        """Close the HTTP connections and the worker thread."""
+        http = getattr(self.http, "http", self.http)
+        close = getattr(http, "close", None)
+        if callable(close):
+            close()
+        self._executor.shutdown(wait=False)
+
+    @property
+    def users(self) -> Any:
+        return self.service.users()
+
+    def _run(self, fn: Callable[[], T]) -> T:
+        with self._lock:
+            self.stats.http_requests += 1
+            return fn()
+
+    async def _send(self, units: int, fn: Callable[[], T]) -> T:
+        async with self._async_lock:
+            await self.limiter.acquire(units)
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor, self._run, fn)
+
+    async def call(self, api: str, make: Build) -> Any:
+        """Execute one request (built by `make(users)`), with quota and retries."""
+        attempt = 0
+        while True:
+            try:
+                return await self._single(api, make)
+            except Exception as exc:
+                if is_retryable(exc) and attempt < self.retry.max_retries:
+                    self.stats.retries += 1
+                    await asyncio.sleep(self.retry.delay(attempt))
+                    attempt += 1
+                    continue
+                raise translate(exc, self.address, self.client_id) from exc
+
+    async def batch(self, api: str, makes: Sequence[Build]) -> list[Any]:
+        """Run many requests of one kind in HTTP batches of at most `batch_size`.
+
+        Returns one item per request, in order: the response, or a `core.errors` exception
+        for that item. Throttled items are retried in a later batch.
+        """
+        results: list[Any] = [None] * len(makes)
+        pending = list(range(len(makes)))
+        attempt = 0
+        cost = COSTS.get(api, 5)
+        per_batch = max(1, min(self.batch_size, int(self.limiter.budget) // cost))
+        while pending:
+            retry: list[int] = []
+            for start in range(0, len(pending), per_batch):
+                chunk = pending[start : start + per_batch]
+                outcome = await self._batch_once(api, [makes[i] for i in chunk])
+                for index, (response, exc) in zip(chunk, outcome, strict=True):
+                    if exc is None:
+                        results[index] = response
+                    elif is_retryable(exc) and attempt < self.retry.max_retries:
+                        retry.append(index)
+                    else:
+                        results[index] = translate(exc, self.address, self.client_id)
+            if retry:
+                self.stats.retries += len(retry)
+                await asyncio.sleep(self.retry.delay(attempt))
+                attempt += 1
+            pending = retry
+        return results
+
+    async def _batch_once(
+        self, api: str, makes: Sequence[Build]
+    ) -> list[tuple[Any, BaseException | None]]:
+        if len(makes) == 1:  # a batch of one is just an extra envelope
+            try:
+                return [(await self._single(api, makes[0]), None)]
+            except Exception as exc:
+                return [(None, exc)]
+        out: dict[str, tuple[Any, BaseException | None]] = {}
+
+        def collect(request_id: str, response: Any, exception: BaseException | None) -> None:
+            out[request_id] = (response, exception)
+
+        batch = BatchHttpRequest(callback=collect, batch_uri=self.api_endpoint + "batch/gmail/v1")
+        for i, make in enumerate(makes):
+            batch.add(make(self.users), request_id=str(i))
+        self.stats.count(api, len(makes))
+        try:
+            await self._send(COSTS.get(api, 5) * len(makes), lambda: batch.execute(http=self.http))
+        except Exception as exc:  # the whole envelope failed: every item failed alike
+            return [(None, exc)] * len(makes)
+        missing = (None, ThrottledError("missing batch part", mailbox=self.address))
+        return [out.get(str(i), missing) for i in range(len(makes))]
+
+    async def _single(self, api: str, make: Build) -> Any:
+        request = make(self.users)
+        self.stats.count(api)
+        return await self._send(COSTS.get(api, 5), lambda: request.execute(num_retries=0))
+
+
+__all__ = ["ClientStats", "GmailClient", "HttpError", "RetryPolicy", "service_account_info"]

@@ -1,0 +1,370 @@
+"""`GmailMailbox`: intake through history.list, native actions through labels and send.
+
+Intake: the cursor is a Gmail `historyId` (decimal string) and only ever moves forward.
+A first run starts from the profile's current historyId, or lists a backfill window. An
+expired historyId (404) restarts from a bounded `messages.list` window; that listing is
+paged through cursors of the form `list:<historyId>:<after epoch s>:<pageToken>`, and the
+ledger's dedup (plus the processed label) keeps it from reprocessing anything.
+
+Messages are fetched with `format=raw` in HTTP batches: the core's RFC 822 parser then
+treats Gmail exactly like every other source (charsets, HTML, TNEF), and the raw bytes
+are what a forward attaches, so a forwarded message costs no second fetch. The price is
+that large attachments travel with the message, where `format=full` would only give
+their attachmentId.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from mailtriage.connectors.gmail.client import GmailClient
+from mailtriage.connectors.gmail.labels import LabelCache
+from mailtriage.connectors.gmail.mime import build_forward, parse_raw
+from mailtriage.core.actions import Action, ActionPlan, Forward, Label, MarkRead, Move
+from mailtriage.core.config import MailboxSettings, Settings
+from mailtriage.core.decision import Decision
+from mailtriage.core.errors import (
+    AccessDeniedError,
+    AuthError,
+    ConnectorError,
+    MessageParseError,
+    NotFoundError,
+    ThrottledError,
+)
+from mailtriage.core.message import Message
+from mailtriage.core.ports import ActionResult, ChangePage, Failure, StateStore
+
+log = logging.getLogger(__name__)
+RAW_CACHE_BYTES = 64 * 1024 * 1024
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unb64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class GmailMailbox:
+    """One Google Workspace mailbox, impersonated through domain-wide delegation."""
+
+    provider = "gmail"
+    supports_push = True
+
+    def __init__(
+        self,
+        address: str,
+        client: GmailClient,
+        store: StateStore,
+        *,
+        settings: Settings,
+        backfill_days: float = 0,
+    ) -> None:
+        self.address = address
+        self.client = client
+        self.store = store
+        self.settings = settings
+        self.gmail = settings.gmail
+        self.backfill_days = backfill_days
+        self.labels = LabelCache(client, store)
+        self._raw: OrderedDict[str, bytes] = OrderedDict()
+        self._raw_bytes = 0
+        self._marked: set[str] = set()
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        mailbox: MailboxSettings,
+        store: StateStore,
+        *,
+        client: GmailClient | None = None,
+        info: dict[str, Any] | None = None,
+    ) -> GmailMailbox:
+        """Build from configuration; `client`/`info` let tests inject a transport or key."""
+        client = client or GmailClient.from_settings(settings.gmail, mailbox.address, info)
+        return cls(
+            mailbox.address,
+            client,
+            store,
+            settings=settings,
+            backfill_days=mailbox.backfill_days,
+        )
+
+    def describe(self, privacy: bool = True) -> str:
+        user, _, domain = self.address.partition("@")
+        return f"gmail://{user[:1]}…@{domain}" if privacy else f"gmail://{self.address}"
+
+    # -- intake ----------------------------------------------------------------------------
+
+    async def profile(self) -> dict[str, Any]:
+        """users.getProfile: proves delegation and access; gives the current historyId."""
+        result: dict[str, Any] = await self.client.call(
+            "getProfile", lambda u: u.getProfile(userId=self.address)
+        )
+        return result
+
+    async def changes(self, cursor: str | None) -> ChangePage:
+        if cursor is None:
+            return await self._first_run()
+        if cursor.startswith("list:"):
+            return await self._list_page(cursor)
+        return await self._history_page(int(cursor))
+
+    async def _first_run(self) -> ChangePage:
+        history_id = (await self.profile())["historyId"]
+        if self.backfill_days <= 0:
+            return ChangePage(cursor=str(history_id))
+        after = int(time.time() - self.backfill_days * 86_400)
+        return await self._list_page(f"list:{history_id}:{after}:")
+
+    async def _resync(self, start: int) -> ChangePage:
+        """The stored historyId expired (404): list a bounded window, then resume history."""
+        history_id = (await self.profile())["historyId"]
+        after = int(time.time() - self.gmail.resync_days * 86_400)
+        log.warning(
+            "%s: historyId %s expired; resyncing the inbox of the last %s days",
+            self.describe(),
+            start,
+            self.gmail.resync_days,
+        )
+        return await self._list_page(f"list:{history_id}:{after}:")
+
+    async def _list_page(self, cursor: str) -> ChangePage:
+        _, history_id, after, token = cursor.split(":", 3)
+        try:
+            listing = await self.client.call(
+                "messages.list",
+                lambda u: u.messages().list(
+                    userId=self.address,
+                    q=f"in:inbox after:{after}",
+                    maxResults=self.gmail.page_size,
+                    pageToken=token or None,
+                ),
+            )
+        except ConnectorError as exc:
+            if not token or isinstance(exc, (AccessDeniedError, AuthError, ThrottledError)):
+                raise
+            # A stale page token (e.g. after a long outage): list the window again from
+            # the start; what was already recorded is recognised by the ledger.
+            log.warning("%s: listing page token refused (%s); relisting", self.describe(), exc)
+            return await self._list_page(f"list:{history_id}:{after}:")
+        ids = [m["id"] for m in listing.get("messages", [])]
+        page = await self._fetch(ids)
+        next_token = listing.get("nextPageToken")
+        page.cursor = f"list:{history_id}:{after}:{next_token}" if next_token else history_id
+        page.more = bool(next_token)
+        return page
+
+    async def _history_page(self, start: int) -> ChangePage:
+        try:
+            history = await self.client.call(
+                "history.list",
+                lambda u: u.history().list(
+                    userId=self.address,
+                    startHistoryId=str(start),
+                    historyTypes=["messageAdded"],
+                    labelId="INBOX",
+                    maxResults=self.gmail.page_size,
+                ),
+            )
+        except NotFoundError:
+            return await self._resync(start)
+        ids: list[str] = []
+        last = start
+        for record in history.get("history", []):
+            last = max(last, int(record["id"]))
+            for added in record.get("messagesAdded", []):
+                msg = added.get("message", {})
+                if "INBOX" in msg.get("labelIds", ["INBOX"]) and msg["id"] not in ids:
+                    ids.append(msg["id"])
+        page = await self._fetch(ids)
+        if history.get("nextPageToken"):
+            page.cursor, page.more = str(last), True
+        else:
+            page.cursor = str(max(start, last, int(history.get("historyId", start))))
+        return page
+
+    async def _fetch(self, ids: Sequence[str]) -> ChangePage:
+        page = ChangePage()
+        if not ids:
+            return page
+        results = await self.client.batch(
+            "messages.get",
+            [self._get_raw(mid) for mid in ids],
+        )
+        names = await self.labels.names()
+        for mid, result in zip(ids, results, strict=True):
+            if isinstance(result, NotFoundError):
+                continue  # deleted since it arrived: nothing to triage
+            if isinstance(result, (AccessDeniedError, AuthError, ThrottledError)):
+                raise result  # mailbox-level: the page is retried whole, the cursor stays
+            if isinstance(result, Exception):
+                page.failures.append(Failure(provider_id=mid, reason=str(result)))
+                continue
+            message = self._to_message(mid, result, names, page)
+            if message is not None:
+                page.messages.append(message)
+        return page
+
+    async def fetch(self, provider_id: str) -> Message:
+        """Read one message again (pipeline retries); NotFoundError when it is gone."""
+        resource = await self.client.call("messages.get", self._get_raw(provider_id))
+        names = await self.labels.names()
+        page = ChangePage()
+        message = self._to_message(provider_id, resource, names, page, inbox_only=False)
+        if message is None:
+            raise MessageParseError(page.failures[0].reason if page.failures else "unreadable")
+        return message
+
+    def _get_raw(self, message_id: str) -> Callable[[Any], Any]:
+        return lambda u: u.messages().get(userId=self.address, id=message_id, format="raw")
+
+    def _to_message(
+        self,
+        mid: str,
+        resource: dict[str, Any],
+        names: dict[str, str],
+        page: ChangePage,
+        *,
+        inbox_only: bool = True,
+    ) -> Message | None:
+        label_ids = resource.get("labelIds", [])
+        if inbox_only and "INBOX" not in label_ids:
+            return None  # already moved out of the inbox by someone
+        try:
+            raw = _unb64url(resource["raw"])
+            message = parse_raw(raw, mailbox=self.address, provider_id=mid)
+        except MessageParseError as exc:
+            page.failures.append(Failure(provider_id=mid, reason=exc.reason))
+            return None
+        except (KeyError, ValueError) as exc:
+            page.failures.append(Failure(provider_id=mid, reason=f"unreadable raw message: {exc}"))
+            return None
+        label_names = [names.get(i, i) for i in label_ids]
+        message.categories = [n for n in label_names if not n.isupper()]
+        message.processed_marker = self.gmail.processed_label in label_names
+        self._remember(mid, raw)
+        return message
+
+    def _remember(self, mid: str, raw: bytes) -> None:
+        self._raw[mid] = raw
+        self._raw_bytes += len(raw)
+        while self._raw_bytes > RAW_CACHE_BYTES and self._raw:
+            _, old = self._raw.popitem(last=False)
+            self._raw_bytes -= len(old)
+
+    # -- actions ---------------------------------------------------------------------------
+
+    async def apply(self, message: Message, plan: ActionPlan) -> Sequence[ActionResult]:
+        """Apply in order; runs of label/move/mark-read become ONE messages.modify."""
+        if plan.dry_run:
+            return []
+        results: list[ActionResult] = []
+        actions = list(plan.actions)
+        i = 0
+        while i < len(actions):
+            action = actions[i]
+            if isinstance(action, Forward):
+                try:
+                    await self._forward(message, action)
+                except ConnectorError as exc:
+                    results.append(ActionResult(action, ok=False, error=str(exc)))
+                    break
+                results.append(ActionResult(action, ok=True))
+                i += 1
+                continue
+            group: list[Action] = []
+            while i < len(actions) and not isinstance(actions[i], Forward):
+                group.append(actions[i])
+                i += 1
+            try:
+                # The marker rides along when nothing follows: one call instead of two.
+                await self._modify_group(message, group, with_marker=i == len(actions))
+            except ConnectorError as exc:
+                results.append(ActionResult(group[0], ok=False, error=str(exc)))
+                break
+            results.extend(ActionResult(a, ok=True) for a in group)
+        return results
+
+    async def _modify_group(
+        self, message: Message, group: Sequence[Action], *, with_marker: bool
+    ) -> None:
+        for attempt in (0, 1):
+            add: list[str] = []
+            remove: list[str] = []
+            for action in group:
+                if isinstance(action, Label):
+                    add.append(await self.labels.id_for(action.name, action.color))
+                elif isinstance(action, Move):
+                    add.append(await self.labels.id_for(action.folder))
+                    remove.append("INBOX")
+                elif isinstance(action, MarkRead):
+                    remove.append("UNREAD")
+            if with_marker:
+                add.append(await self._processed_label())
+            try:
+                await self._modify(message.provider_id, add, remove)
+            except ConnectorError as exc:
+                if attempt == 0 and "Invalid label" in str(exc):
+                    await self.labels.forget()  # a label was deleted: look ids up again
+                    continue
+                raise
+            if with_marker:
+                self._marked.add(message.provider_id)
+            return
+
+    async def _modify(self, message_id: str, add: list[str], remove: list[str]) -> None:
+        add = list(dict.fromkeys(add))
+        remove = [r for r in dict.fromkeys(remove) if r not in add]
+        if not add and not remove:
+            return
+        await self.client.call(
+            "messages.modify",
+            lambda u: u.messages().modify(
+                userId=self.address,
+                id=message_id,
+                body={"addLabelIds": add, "removeLabelIds": remove},
+            ),
+        )
+
+    async def _processed_label(self) -> str:
+        return await self.labels.id_for(self.gmail.processed_label, hidden=True)
+
+    async def _original(self, message_id: str) -> bytes:
+        raw = self._raw.get(message_id)
+        if raw is not None:
+            return raw
+        resource = await self.client.call(
+            "messages.get",
+            lambda u: u.messages().get(userId=self.address, id=message_id, format="raw"),
+        )
+        return _unb64url(resource["raw"])
+
+    async def _forward(self, message: Message, forward: Forward) -> None:
+        original = await self._original(message.provider_id)
+        data = build_forward(original, message, forward, mode=self.gmail.forward_mode)
+        await self.client.call(
+            "messages.send",
+            lambda u: u.messages().send(userId=self.address, body={"raw": _b64url(data)}),
+        )
+
+    async def mark_processed(self, message: Message, decision: Decision) -> None:
+        """Add the processed label, unless apply() already did it in its last modify."""
+        if self.settings.is_dry_run(self.address):
+            return
+        if message.provider_id in self._marked:
+            self._marked.discard(message.provider_id)
+        else:
+            await self._modify(message.provider_id, [await self._processed_label()], [])
+        if self._raw.pop(message.provider_id, None) is not None:
+            self._raw_bytes = sum(len(r) for r in self._raw.values())
+
+    async def aclose(self) -> None:
+        self.client.close()

@@ -1,0 +1,326 @@
+"""The emulator's HTTP surface: Gmail REST paths, the multipart batch, token and certs.
+
+Every Gmail call goes through `dispatch()`, so the batch endpoint runs its parts exactly as
+if they had come one by one (auth, throttling and quota included).
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import jwt
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from mailtriage.sandbox.gmail.keys import PushSigner, ServiceAccountKey
+from mailtriage.sandbox.gmail.state import (
+    UNAUTHORIZED_CLIENT,
+    GmailError,
+    GmailState,
+    b64url_decode,
+)
+
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+GOOGLE_TOKEN_AUD = "https://oauth2.googleapis.com/token"
+
+Result = tuple[int, dict[str, Any] | None]
+
+
+def _one(query: dict[str, list[str]], name: str, default: str | None = None) -> str | None:
+    values = query.get(name)
+    return values[0] if values else default
+
+
+def _body(raw: bytes) -> dict[str, Any]:
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise GmailError(400, "Invalid JSON payload received.", "parseError") from None
+    if not isinstance(data, dict):
+        raise GmailError(400, "Invalid JSON payload received.", "parseError")
+    return data
+
+
+def _route(method: str, parts: list[str]) -> tuple[str, list[str]]:
+    """Name the API method for `parts` (the path after /gmail/v1/users/{userId}/)."""
+    key = (method, len(parts), parts[0] if parts else "")
+    simple = {
+        ("GET", 1, "profile"): "getProfile",
+        ("GET", 1, "history"): "history.list",
+        ("GET", 1, "labels"): "labels.list",
+        ("POST", 1, "labels"): "labels.create",
+        ("GET", 2, "labels"): "labels.get",
+        ("DELETE", 2, "labels"): "labels.delete",
+        ("GET", 1, "messages"): "messages.list",
+        ("POST", 1, "watch"): "watch",
+        ("POST", 1, "stop"): "stop",
+    }
+    if key in simple:
+        return simple[key], parts[1:]
+    if parts[:1] == ["messages"]:
+        if method == "POST" and parts[1:] == ["send"]:
+            return "messages.send", []
+        if method == "POST" and parts[1:] == ["batchModify"]:
+            return "messages.batchModify", []
+        if method == "GET" and len(parts) == 2:
+            return "messages.get", parts[1:]
+        if method == "POST" and len(parts) == 3 and parts[2] == "modify":
+            return "messages.modify", parts[1:2]
+        if method == "GET" and len(parts) == 4 and parts[2] == "attachments":
+            return "messages.attachments.get", [parts[1], parts[3]]
+    raise GmailError(404, "Not Found", "notFound")
+
+
+class GmailApi:
+    """Turns (method, path, headers, body) into (status, JSON body) against the state."""
+
+    def __init__(self, state: GmailState) -> None:
+        self.state = state
+
+    def dispatch(self, method: str, target: str, authorization: str | None, raw: bytes) -> Result:
+        url = urlsplit(target)
+        query = parse_qs(url.query)
+        segments = url.path.split("/")
+        if segments[:5] != ["", "gmail", "v1", "users", segments[4] if len(segments) > 4 else ""]:
+            raise GmailError(404, "Not Found", "notFound")
+        if len(segments) < 6:
+            raise GmailError(404, "Not Found", "notFound")
+        user_id = unquote(segments[4])
+        api, args = _route(method, [unquote(s) for s in segments[5:]])
+        user = self.state.authenticate(authorization, user_id)
+        try:
+            self.state.admit(user, api)
+            status, body = self._call(api, args, user, query, raw)
+        except GmailError as exc:
+            self.state.request_log.append((method, api, user, exc.code))
+            raise
+        self.state.request_log.append((method, api, user, status))
+        return status, body
+
+    def _call(
+        self, api: str, args: list[str], user: str, query: dict[str, list[str]], raw: bytes
+    ) -> Result:
+        s = self.state
+        if api == "getProfile":
+            return 200, s.profile(user)
+        if api == "labels.list":
+            return 200, s.labels_list(user)
+        if api == "labels.get":
+            return 200, s.label_get(user, args[0])
+        if api == "labels.create":
+            return 200, s.label_create(user, _body(raw))
+        if api == "labels.delete":
+            s.label_delete(user, args[0])
+            return 204, None
+        if api == "messages.list":
+            return 200, s.messages_list(
+                user,
+                query.get("labelIds", []),
+                _one(query, "q", "") or "",
+                int(_one(query, "maxResults", "100") or 100),
+                _one(query, "pageToken"),
+            )
+        if api == "messages.get":
+            return 200, s.message_get(
+                user,
+                args[0],
+                _one(query, "format", "full") or "full",
+                query.get("metadataHeaders", []),
+            )
+        if api == "messages.attachments.get":
+            return 200, s.attachment_get(user, args[0], args[1])
+        if api == "messages.modify":
+            body = _body(raw)
+            msg = s.modify(
+                user, args[0], body.get("addLabelIds", []), body.get("removeLabelIds", [])
+            )
+            return 200, {"id": msg.id, "threadId": msg.thread_id, "labelIds": sorted(msg.labels)}
+        if api == "messages.batchModify":
+            body = _body(raw)
+            s.batch_modify(
+                user,
+                body.get("ids", []),
+                body.get("addLabelIds", []),
+                body.get("removeLabelIds", []),
+            )
+            return 204, None
+        if api == "messages.send":
+            body = _body(raw)
+            if not body.get("raw"):
+                raise GmailError(400, "Recipient address required", "invalidArgument")
+            msg = s.send(user, b64url_decode(body["raw"]))
+            return 200, {"id": msg.id, "threadId": msg.thread_id, "labelIds": sorted(msg.labels)}
+        if api == "history.list":
+            start = _one(query, "startHistoryId")
+            if not start or not start.isdigit():
+                raise GmailError(400, "Missing startHistoryId", "invalidArgument")
+            return 200, s.history_list(
+                user,
+                int(start),
+                query.get("historyTypes", []),
+                _one(query, "labelId"),
+                int(_one(query, "maxResults", "100") or 100),
+                _one(query, "pageToken"),
+            )
+        if api == "watch":
+            return 200, s.watch(user, _body(raw))
+        if api == "stop":
+            s.stop(user)
+            return 204, None
+        raise GmailError(404, "Not Found", "notFound")
+
+    def respond(self, method: str, target: str, authorization: str | None, raw: bytes) -> Result:
+        """`dispatch()` with GmailError rendered as its status and JSON body."""
+        try:
+            return self.dispatch(method, target, authorization, raw)
+        except GmailError as exc:
+            return exc.code, exc.body()
+
+
+def _json_response(status: int, body: dict[str, Any] | None) -> Response:
+    if body is None:
+        return Response(status_code=status)
+    return JSONResponse(body, status_code=status)
+
+
+_REASONS = {
+    200: "OK",
+    204: "No Content",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    409: "Conflict",
+    429: "Too Many Requests",
+}
+
+
+def _parse_batch(content_type: str, raw: bytes) -> list[tuple[str, str, str, str | None, bytes]]:
+    """The parts of a multipart/mixed batch: (content id, method, target, auth, body)."""
+    envelope = email.message_from_bytes(
+        b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + raw,
+        policy=email.policy.compat32,
+    )
+    if not envelope.is_multipart():
+        raise GmailError(400, "Invalid batch request", "badRequest")
+    out = []
+    parts: list[Any] = envelope.get_payload()  # type: ignore[assignment]
+    for part in parts:
+        content_id = str(part.get("Content-ID", "")).strip("<>")
+        payload = part.get_payload(decode=False)
+        text = payload if isinstance(payload, str) else ""
+        head, _, body = text.replace("\r\n", "\n").partition("\n\n")
+        lines = head.split("\n")
+        method, target, *_ = lines[0].split(" ")
+        auth = None
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "authorization":
+                auth = value.strip()
+        out.append((content_id, method, target, auth, body.encode()))
+    return out
+
+
+def build_app(
+    state: GmailState,
+    service_account: ServiceAccountKey,
+    signer: PushSigner,
+    token_url: Callable[[], str],
+) -> Starlette:
+    """The Starlette app serving Gmail, the batch endpoint, the token grant and certs."""
+    api = GmailApi(state)
+
+    async def gmail(request: Request) -> Response:
+        target = request.url.path + ("?" + request.url.query if request.url.query else "")
+        raw = await request.body()
+        status, body = api.respond(
+            request.method, target, request.headers.get("authorization"), raw
+        )
+        return _json_response(status, body)
+
+    async def batch(request: Request) -> Response:
+        raw = await request.body()
+        outer_auth = request.headers.get("authorization")
+        try:
+            parts = _parse_batch(request.headers.get("content-type", ""), raw)
+        except GmailError as exc:
+            return _json_response(exc.code, exc.body())
+        if len(parts) > 100:
+            err = GmailError(400, "Too many requests in batch (max 100)", "badRequest")
+            return _json_response(400, err.body())
+        boundary = f"batch_{uuid.uuid4().hex}"
+        chunks = []
+        for content_id, method, target, auth, body in parts:
+            status, result = api.respond(method, target, auth or outer_auth, body)
+            inner = f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
+            payload = ""
+            if result is not None:
+                payload = json.dumps(result)
+                inner += "Content-Type: application/json; charset=UTF-8\r\n"
+            inner += f"Content-Length: {len(payload.encode())}\r\n\r\n{payload}"
+            chunks.append(
+                f"--{boundary}\r\nContent-Type: application/http\r\n"
+                f"Content-ID: <response-{content_id}>\r\n\r\n{inner}\r\n"
+            )
+        text = "".join(chunks) + f"--{boundary}--\r\n"
+        return Response(text, media_type=f"multipart/mixed; boundary={boundary}")
+
+    async def token(request: Request) -> Response:
+        form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
+        if form.get("grant_type") != JWT_BEARER:
+            return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
+        try:
+            claims = jwt.decode(
+                str(form.get("assertion", "")),
+                service_account.public_pem(),
+                algorithms=["RS256"],
+                audience=[GOOGLE_TOKEN_AUD, token_url()],
+                issuer=service_account.client_email,
+            )
+        except jwt.PyJWTError as exc:
+            return JSONResponse(
+                {"error": "invalid_grant", "error_description": f"Invalid JWT Signature. {exc}"},
+                status_code=400,
+            )
+        subject = str(claims.get("sub") or "").lower()
+        scopes = frozenset(str(claims.get("scope", "")).split())
+        if subject and (subject in state.denied or not scopes <= state.granted_scopes):
+            return JSONResponse(
+                {"error": "unauthorized_client", "error_description": UNAUTHORIZED_CLIENT},
+                status_code=401,
+            )
+        if subject and subject not in state.users:
+            return JSONResponse(
+                {"error": "invalid_grant", "error_description": "Invalid email or User ID"},
+                status_code=400,
+            )
+        access = state.issue_token(subject or service_account.client_email, scopes)
+        return JSONResponse({"access_token": access, "expires_in": 3599, "token_type": "Bearer"})
+
+    async def certs(request: Request) -> Response:
+        return JSONResponse(signer.certs(), headers={"Cache-Control": "public, max-age=3600"})
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"ok": True, "time": time.time()})
+
+    methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+    return Starlette(
+        routes=[
+            Route("/batch/gmail/v1", batch, methods=["POST"]),
+            Route("/token", token, methods=["POST"]),
+            Route("/oauth2/v1/certs", certs, methods=["GET"]),
+            Route("/healthz", health, methods=["GET"]),
+            Route("/gmail/v1/{rest:path}", gmail, methods=methods),
+        ]
+    )
