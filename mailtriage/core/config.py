@@ -210,8 +210,10 @@ class StateSettings(_Model):
 class ForwardSettings(_Model):
     """How forwards are written; the note is prepended to the forwarded message."""
 
-    note: str = "Routed by mailtriage to {category}: {reason}"
-    include_reason: bool = True
+    # Placeholders: {category}, {confidence}, {classifier}.
+    note: str = "Routed by mailtriage to {category} (confidence {confidence:.0%})."
+    # The model's reason is text about untrusted mail; off by default.
+    include_reason: bool = False
 
 
 class RuntimeSettings(_Model):

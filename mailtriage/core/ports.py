@@ -6,9 +6,9 @@ test fake are interchangeable.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from mailtriage.core.actions import Action, ActionPlan
 from mailtriage.core.decision import Decision
@@ -77,6 +77,10 @@ class Mailbox(Protocol):
         """New inbox messages since `cursor` (None: start per the backfill settings)."""
         ...
 
+    async def fetch(self, provider_id: str) -> Message:
+        """Read one message again (for retries); NotFoundError when it is gone."""
+        ...
+
     async def apply(self, message: Message, plan: ActionPlan) -> Sequence[ActionResult]:
         """Apply the plan natively, in order; stop at the first failed action."""
         ...
@@ -126,3 +130,32 @@ class MemoryStateStore:
             self._data.pop((mailbox, key), None)
         else:
             self._data[(mailbox, key)] = value
+
+
+Trigger = Callable[[str], Awaitable[None]]
+
+
+@runtime_checkable
+class PushChannel(Protocol):
+    """A provider's push intake: subscriptions or watches, and the webhook that receives them.
+
+    The webhook only acknowledges and calls `trigger(address)`; the sync path does the work.
+    """
+
+    provider: str
+
+    def routes(self, trigger: Trigger) -> list[Any]:
+        """Starlette routes to mount on the service's web app."""
+        ...
+
+    async def install(self) -> None:
+        """Create missing subscriptions/watches."""
+        ...
+
+    async def renew_due(self) -> None:
+        """Renew what expires soon; recreate what disappeared."""
+        ...
+
+    async def uninstall(self) -> None:
+        """Delete every subscription/watch this installation created."""
+        ...

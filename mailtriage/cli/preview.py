@@ -1,0 +1,133 @@
+"""`check-config` and `classify`: look before anything touches a mailbox."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from mailtriage.cli import console, user_errors
+from mailtriage.cli.options import DEFAULT_CONFIG, ConfigOption, load
+from mailtriage.core import planner, rules
+from mailtriage.core.classifiers import build_classifier
+from mailtriage.core.config import Settings
+from mailtriage.core.errors import ClassifierError, MessageParseError
+from mailtriage.core.ledger import Ledger
+from mailtriage.core.ports import Classifier
+
+
+def check_config(config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Validate the configuration and summarise it."""
+    settings = load(config)
+    table = Table(title=f"{config}: valid", show_lines=False)
+    for col in ("category", "name", "label", "move to", "forward to", "read"):
+        table.add_column(col)
+    for c in settings.categories:
+        label = planner.label_for(c)
+        table.add_row(
+            c.key + (" (review)" if c.key == settings.review_category else ""),
+            c.name,
+            label.name if label else "",
+            c.actions.move_to or "",
+            ", ".join(c.actions.forward_to),
+            "yes" if c.actions.mark_read else "",
+        )
+    console.print(table)
+    console.print(f"classifier: {settings.effective_classifier}", highlight=False)
+    if settings.llm.configured:
+        console.print(f"llm: {settings.llm.model} at {settings.llm.base_url}", highlight=False)
+    console.print(f"state: {Ledger._redacted(settings.state.url)}", highlight=False)
+    for mb in settings.mailboxes:
+        dry = " (dry run)" if settings.is_dry_run(mb.address) else ""
+        console.print(f"mailbox: {mb.provider} {mb.address}{dry}", highlight=False)
+
+
+async def _preview(settings: Settings, classifier: Classifier | None, path: Path) -> dict[str, Any]:
+    from mailtriage.core.extract import parse_rfc822
+
+    mailbox = settings.mailboxes[0].address if settings.mailboxes else "preview"
+    row: dict[str, Any] = {"file": str(path)}
+    try:
+        message = parse_rfc822(path.read_bytes(), mailbox=mailbox, provider_id=str(path))
+    except MessageParseError as exc:
+        return row | {"status": "unreadable", "reason": exc.reason}
+    except OSError as exc:
+        return row | {"status": "unreadable", "reason": exc.strerror or str(exc)}
+    row["subject"] = message.subject
+    skip = rules.skip_reason(message)
+    if skip is not None:
+        return row | {"status": "skipped", "reason": skip.reason}
+    decision = rules.route_by_sender(message, settings)
+    if decision is None:
+        assert classifier is not None
+        try:
+            decision = await classifier.classify(message)
+        except ClassifierError as exc:
+            return row | {"status": "error", "reason": str(exc)}
+    plan = planner.plan(decision, message, settings)
+    return row | {
+        "status": "classified",
+        "category": plan.category,
+        "model_category": decision.category,
+        "confidence": round(decision.confidence, 3),
+        "confidence_source": str(decision.confidence_source),
+        "classifier": decision.classifier,
+        "reason": decision.reason,
+        "actions": [a.describe() for a in plan.actions],
+    }
+
+
+def classify(
+    files: Annotated[list[Path], typer.Argument(help=".eml files (raw RFC 822).")],
+    config: ConfigOption = DEFAULT_CONFIG,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    classifier: Annotated[
+        str | None, typer.Option(help="llm, embedded or cascade (default: from config).")
+    ] = None,
+) -> None:
+    """Preview the routing of .eml files. Never changes anything."""
+    settings = load(config)
+    if classifier not in (None, "llm", "embedded", "cascade"):
+        raise typer.BadParameter("use llm, embedded or cascade", param_hint="--classifier")
+    clf = build_classifier(settings, classifier)  # type: ignore[arg-type]
+
+    async def run() -> list[dict[str, Any]]:
+        return [await _preview(settings, clf, p) for p in files]
+
+    rows = asyncio.run(run())
+    if as_json:
+        for r in rows:
+            console.print_json(json.dumps(r, ensure_ascii=False))
+        return
+    table = Table(title="mailtriage classify (preview, nothing changed)")
+    for col in ("file", "subject", "category", "conf.", "reason", "would do"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        if r["status"] != "classified":
+            table.add_row(
+                Path(r["file"]).name,
+                r.get("subject", ""),
+                f"({r['status']})",
+                "",
+                r["reason"],
+                "nothing",
+            )
+            continue
+        table.add_row(
+            Path(r["file"]).name,
+            r["subject"][:60],
+            r["category"],
+            f"{r['confidence']:.2f}",
+            r["reason"][:80],
+            " + ".join(r["actions"]) or "nothing",
+        )
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("check-config")(user_errors(check_config))
+    app.command("classify")(user_errors(classify))

@@ -1,0 +1,53 @@
+"""Structured JSON logs (structlog) that never carry bodies or secrets.
+
+Events carry mailbox and message ids. A processor drops any field whose name says it could
+hold message content or a credential, whatever a caller passes by mistake.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+_FORBIDDEN = ("body", "text", "content", "secret", "password", "token", "api_key", "authorization")
+
+
+def _redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key in list(event):
+        if key != "event" and any(word in key.lower() for word in _FORBIDDEN):
+            event[key] = "[redacted]"
+    return event
+
+
+def configure(*, json: bool = True, level: str = "INFO", stream: Any = None) -> None:
+    """Send structlog and stdlib logging to `stream` (stderr) as JSON lines."""
+    lvl = getattr(logging, level.upper(), logging.INFO)
+    logging.basicConfig(level=lvl, stream=stream or sys.stderr, format="%(message)s", force=True)
+    for noisy in (
+        "httpx",
+        "httpcore",
+        "uvicorn.access",
+        "googleapiclient.discovery_cache",
+        "azure",
+        "apscheduler",
+    ):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _redact,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(lvl),
+        logger_factory=structlog.PrintLoggerFactory(file=stream or sys.stderr),
+        cache_logger_on_first_use=False,
+    )

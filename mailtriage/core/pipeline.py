@@ -1,0 +1,446 @@
+"""The triage pipeline: intake → rules → classifier → plan → ledger → native actions.
+
+Push notifications and scheduled syncs both end in `Pipeline.sync_mailbox`, so there is one
+path and one set of guarantees:
+
+- a message is claimed in the ledger (unique row) before anything else, so it is processed
+  once even with two workers;
+- each action's state is recorded, so a retry applies only what is missing;
+- the cursor is saved only after the page's messages are recorded: a crash replays a page,
+  never skips one, and the replay finds the rows already there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import structlog
+
+from mailtriage.core import metrics, planner, rules
+from mailtriage.core.actions import ActionPlan
+from mailtriage.core.config import Settings
+from mailtriage.core.decision import ConfidenceSource, Decision, Skip
+from mailtriage.core.errors import (
+    ClassifierError,
+    ConnectorError,
+    MailtriageError,
+    MessageParseError,
+    NotFoundError,
+)
+from mailtriage.core.ledger import ActionState, Ledger, Record, Status, utcnow
+from mailtriage.core.message import Message
+from mailtriage.core.ports import ActionResult, Change, Classifier, Failure, Mailbox
+
+log = structlog.get_logger("mailtriage.pipeline")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Backoff between attempts at a failed message: base · 2^(attempt-1), capped."""
+
+    base_delay_s: float = 60.0
+    max_delay_s: float = 3600.0
+
+    def next_attempt(self, attempts: int, now: datetime | None = None) -> datetime:
+        delay = min(self.max_delay_s, self.base_delay_s * 2 ** max(0, attempts - 1))
+        return (now or utcnow()) + timedelta(seconds=delay)
+
+
+DEFAULT_RETRY = RetryPolicy()
+
+
+class Outcome:
+    """What happened to one message in this run (the values of `Outcome.status`)."""
+
+    DONE = "done"
+    DRY_RUN = "dry_run"
+    SKIPPED = "skipped"
+    DUPLICATE = "duplicate"
+    FAILED = "failed"
+    GAVE_UP = "gave_up"
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """One message's outcome, for tables, metrics and tests."""
+
+    mailbox: str
+    provider_id: str
+    subject: str
+    status: str
+    category: str | None = None
+    confidence: float | None = None
+    classifier: str = ""
+    actions: str = ""
+    detail: str = ""  # skip reason or error
+
+
+@dataclass(slots=True)
+class SyncReport:
+    mailbox: str
+    results: list[Result] = field(default_factory=list)
+    corrections: int = 0
+    pages: int = 0
+
+    def count(self, status: str) -> int:
+        return sum(1 for r in self.results if r.status == status)
+
+    @property
+    def seen(self) -> int:
+        return len(self.results)
+
+    @property
+    def processed(self) -> int:
+        """Messages handled for the first time in this run (not duplicates)."""
+        return sum(1 for r in self.results if r.status != Outcome.DUPLICATE)
+
+
+class Pipeline:
+    """Runs messages of one or more mailboxes through rules, classifier and actions."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        ledger: Ledger,
+        classifier: Classifier,
+        *,
+        owner: str = "",
+        retry: RetryPolicy = DEFAULT_RETRY,
+        on_result: Callable[[Result], None] | None = None,
+        exclusive: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.ledger = ledger
+        self.classifier = classifier
+        self.owner = owner
+        self.retry = retry
+        self.on_result = on_result
+        self._limit = asyncio.Semaphore(settings.llm.max_concurrency)
+        # With the mailbox lease held (exclusive), a pending row at sync time cannot be in
+        # flight anywhere else: it was interrupted and is resumed at once.
+        self.stale_after_s = 0.0 if exclusive else 600.0
+
+    # -- intake ------------------------------------------------------------------------
+
+    async def sync_mailbox(self, mailbox: Mailbox) -> SyncReport:
+        """Catch up one mailbox from its stored cursor, then retry what is due."""
+        report = SyncReport(mailbox=mailbox.address)
+        cursor = await self.ledger.run(self.ledger.get_cursor, mailbox.address)
+        while True:
+            page = await mailbox.changes(cursor)
+            report.pages += 1
+            for failure in page.failures:
+                report.results.append(await self._record_unreadable(mailbox.address, failure))
+            results = await asyncio.gather(*(self._guarded(mailbox, m) for m in page.messages))
+            report.results.extend(results)
+            for change in page.moves:
+                report.corrections += await self._record_move(mailbox.address, change)
+            cursor = page.cursor or cursor
+            await self.ledger.run(self.ledger.set_cursor, mailbox.address, cursor)
+            if not page.more:
+                break
+        report.results.extend(await self.retry_due(mailbox))
+        now = time.time()
+        metrics.LAST_SYNC.labels(mailbox.address).set(now)
+        metrics.SYNC_LAG.labels(mailbox.address).set(0)
+        return report
+
+    async def _guarded(self, mailbox: Mailbox, message: Message) -> Result:
+        async with self._limit:
+            return await self.process(mailbox, message)
+
+    async def process(self, mailbox: Mailbox, message: Message) -> Result:
+        """Handle one new message exactly once."""
+        db = self.ledger
+        if await db.run(db.find, message.mailbox, message.provider_id, message.internet_message_id):
+            return self._emit(message, Outcome.DUPLICATE, detail="already in the ledger")
+        row = await db.run(db.claim, message, self.owner)
+        if row is None:
+            return self._emit(message, Outcome.DUPLICATE, detail="claimed by another worker")
+        skip = rules.skip_reason(message)
+        if skip is None and message.processed_marker:
+            skip = Skip("already processed (marker on the message)")
+        if skip is not None:
+            await db.run(db.skip, row.id, skip.reason)
+            metrics.MODEL_CALLS_SAVED.labels("skip").inc()
+            log.info(
+                "skipped",
+                mailbox=message.mailbox,
+                message_id=message.provider_id,
+                reason=skip.reason,
+            )
+            return self._emit(message, Outcome.SKIPPED, detail=skip.reason)
+        try:
+            decision = await self._decide(message)
+        except ClassifierError as exc:
+            return await self._fail(message, row, f"classifier: {exc}")
+        return await self._plan_and_apply(mailbox, message, row, decision)
+
+    async def _decide(self, message: Message) -> Decision:
+        decision = rules.route_by_sender(message, self.settings)
+        if decision is not None:
+            metrics.MODEL_CALLS_SAVED.labels("rule").inc()
+            return decision
+        started = time.perf_counter()
+        decision = await self.classifier.classify(message)
+        metrics.CLASSIFIER_LATENCY.labels(decision.classifier).observe(
+            time.perf_counter() - started
+        )
+        if decision.prompt_tokens or decision.completion_tokens:
+            metrics.MODEL_TOKENS.labels("prompt").inc(decision.prompt_tokens)
+            metrics.MODEL_TOKENS.labels("completion").inc(decision.completion_tokens)
+        if decision.classifier.startswith("cascade:") and decision.classifier != "cascade:llm":
+            metrics.MODEL_CALLS_SAVED.labels("cascade").inc()
+        return decision
+
+    async def _plan_and_apply(
+        self, mailbox: Mailbox, message: Message, row: Record, decision: Decision
+    ) -> Result:
+        plan = planner.plan(decision, message, self.settings)
+        review = plan.category != decision.category
+        row = await self.ledger.run(
+            lambda: self.ledger.record_decision(row.id, decision, plan, routed_to_review=review)
+        )
+        log.info(
+            "classified",
+            mailbox=message.mailbox,
+            message_id=message.provider_id,
+            category=plan.category,
+            confidence=round(decision.confidence, 3),
+            classifier=decision.classifier,
+        )
+        if plan.dry_run:
+            return self._emit(
+                message, Outcome.DRY_RUN, row=row, decision=decision, actions=plan.describe()
+            )
+        return await self._apply(mailbox, message, row, decision)
+
+    async def _apply(
+        self, mailbox: Mailbox, message: Message, row: Record, decision: Decision
+    ) -> Result:
+        """Apply the row's not-yet-applied actions, then leave the processed marker."""
+        pending = [
+            (seq, action)
+            for seq, (state, action, _) in enumerate(row.actions)
+            if state != ActionState.APPLIED
+        ]
+        plan = ActionPlan(category=row.category or "", actions=tuple(a for _, a in pending))
+        try:
+            results: Sequence[ActionResult] = await mailbox.apply(message, plan) if pending else []
+        except ConnectorError as exc:
+            return await self._fail(message, row, f"{type(exc).__name__}: {exc}")
+        error = ""
+        for (seq, _), res in zip(pending, results, strict=False):
+            await self.ledger.run(
+                lambda s=seq, r=res: self.ledger.record_action(
+                    row.id, s, ok=r.ok, error=r.error, new_id=r.new_provider_id
+                )
+            )
+            if res.new_provider_id:
+                message = dataclasses.replace(message, provider_id=res.new_provider_id)
+            if not res.ok:
+                error = f"{res.action.kind}: {res.error}"
+                break
+        if not error and len(results) < len(pending):
+            error = "connector applied fewer actions than planned"
+        if error:
+            return await self._fail(message, row, error)
+        try:
+            await mailbox.mark_processed(message, decision)
+        except ConnectorError as exc:
+            return await self._fail(message, row, f"processed marker: {exc}")
+        await self.ledger.run(self.ledger.finish, row.id)
+        row = await self.ledger.run(self.ledger.record, row.id)
+        return self._emit(
+            message, Outcome.DONE, row=row, decision=decision, actions=row.describe_actions()
+        )
+
+    async def _fail(self, message: Message, row: Record, error: str) -> Result:
+        attempts = row.attempts + 1
+        give_up = attempts >= self.settings.runtime.max_attempts
+        retry_at = None if give_up else self.retry.next_attempt(attempts)
+        await self.ledger.run(
+            lambda: self.ledger.fail(row.id, error, retry_at=retry_at, give_up=give_up)
+        )
+        log.warning(
+            "message failed",
+            mailbox=message.mailbox,
+            message_id=message.provider_id,
+            attempt=attempts,
+            gave_up=give_up,
+            error=error[:300],
+        )
+        status = Outcome.GAVE_UP if give_up else Outcome.FAILED
+        return self._emit(message, status, detail=error, category=row.category)
+
+    async def _record_unreadable(self, address: str, failure: Failure) -> Result:
+        row = await self.ledger.run(
+            lambda: self.ledger.record_failure_seen(
+                address,
+                failure.provider_id,
+                failure.reason,
+                internet_message_id=failure.internet_message_id,
+                subject=failure.subject,
+                retry_at=self.retry.next_attempt(1),
+            )
+        )
+        status = Outcome.FAILED if row is not None else Outcome.DUPLICATE
+        log.warning(
+            "unreadable message",
+            mailbox=address,
+            message_id=failure.provider_id,
+            reason=failure.reason,
+        )
+        result = Result(
+            address, failure.provider_id, failure.subject, status, detail=failure.reason
+        )
+        metrics.MESSAGES.labels(address, "", status).inc()
+        if self.on_result:
+            self.on_result(result)
+        return result
+
+    async def _record_move(self, address: str, change: Change) -> int:
+        """A staff move of a triaged message into another category's place: a correction."""
+        key = self.category_of_location(address, change.location)
+        if key is None:
+            return 0
+        row = await self.ledger.run(
+            self.ledger.find, address, change.provider_id, change.internet_message_id
+        )
+        if row is None or row.status not in (Status.DONE, Status.DRY_RUN):
+            return 0
+        if not await self.ledger.run(self.ledger.record_correction, row.id, key):
+            return 0
+        metrics.CORRECTIONS.labels(address).inc()
+        log.info(
+            "correction",
+            mailbox=address,
+            message_id=change.provider_id,
+            from_category=row.category,
+            to_category=key,
+        )
+        return 1
+
+    def category_of_location(self, address: str, location: str) -> str | None:
+        """Which category a folder path or label stands for (folder_map, then move_to/label)."""
+        mb = self.settings.mailbox(address)
+        loc = location.strip("/").lower()
+        if mb is not None:
+            for folder, key in mb.folder_map.items():
+                if folder.strip("/").lower() == loc:
+                    return key
+        for cat in self.settings.categories_for(address):
+            names = {cat.actions.move_to, cat.actions.label}
+            if any(n and n.strip("/").lower() == loc for n in names):
+                return cat.key
+        return None
+
+    # -- retries -------------------------------------------------------------------------
+
+    async def retry_due(self, mailbox: Mailbox) -> list[Result]:
+        """Retry failed (or interrupted) messages of `mailbox` whose backoff has passed."""
+        out = []
+        due = await self.ledger.run(
+            lambda: self.ledger.due_for_retry(mailbox.address, stale_after_s=self.stale_after_s)
+        )
+        for rec in due:
+            if await self.ledger.run(self.ledger.claim_retry, rec, self.owner):
+                out.append(await self._retry(mailbox, rec))
+        return out
+
+    async def _retry(self, mailbox: Mailbox, rec: Record) -> Result:
+        try:
+            message = await mailbox.fetch(rec.current_provider_id)
+        except NotFoundError:
+            error = "message no longer in the mailbox"
+            if rec.last_error:
+                error += f" (last error: {rec.last_error[:300]})"
+            await self.ledger.run(
+                lambda: self.ledger.fail(rec.id, error, retry_at=None, give_up=True)
+            )
+            return Result(
+                rec.mailbox,
+                rec.provider_id,
+                rec.subject,
+                Outcome.GAVE_UP,
+                detail="message no longer in the mailbox",
+            )
+        except (MessageParseError, ConnectorError) as exc:
+            placeholder = Message(
+                mailbox=rec.mailbox, provider_id=rec.current_provider_id, subject=rec.subject
+            )
+            result = await self._fail(placeholder, rec, f"fetch: {exc}")
+            if result.status == Outcome.GAVE_UP:
+                await self._give_up(mailbox, placeholder)
+            return result
+        if rec.category is None:
+            try:
+                decision = await self._decide(message)
+            except ClassifierError as exc:
+                result = await self._fail(message, rec, f"classifier: {exc}")
+                if result.status == Outcome.GAVE_UP:
+                    await self._give_up(mailbox, message)
+                return result
+            return await self._plan_and_apply(mailbox, message, rec, decision)
+        decision = Decision(
+            category=rec.category,
+            confidence=rec.confidence or 0.0,
+            reason=rec.reason,
+            classifier=rec.classifier,
+            model=rec.model,
+            confidence_source=ConfidenceSource.NONE,
+        )
+        result = await self._apply(mailbox, message, rec, decision)
+        if result.status == Outcome.GAVE_UP:
+            await self._give_up(mailbox, message)
+        return result
+
+    async def _give_up(self, mailbox: Mailbox, message: Message) -> None:
+        """Attempts exhausted: leave it in the inbox with the review label, if possible."""
+        plan = planner.review_plan(message, self.settings)
+        if plan.dry_run or not plan.actions:
+            return
+        try:
+            await mailbox.apply(message, plan)
+        except MailtriageError as exc:
+            log.warning(
+                "review label failed",
+                mailbox=message.mailbox,
+                message_id=message.provider_id,
+                error=str(exc)[:300],
+            )
+
+    # -- reporting -----------------------------------------------------------------------
+
+    def _emit(
+        self,
+        message: Message,
+        status: str,
+        *,
+        row: Record | None = None,
+        decision: Decision | None = None,
+        actions: str = "",
+        detail: str = "",
+        category: str | None = None,
+    ) -> Result:
+        result = Result(
+            mailbox=message.mailbox,
+            provider_id=message.provider_id,
+            subject=message.subject,
+            status=status,
+            category=row.category if row else category,
+            confidence=decision.confidence if decision else None,
+            classifier=decision.classifier if decision else "",
+            actions=actions,
+            detail=detail,
+        )
+        if status != Outcome.DUPLICATE:
+            metrics.MESSAGES.labels(message.mailbox, result.category or "", status).inc()
+        if self.on_result:
+            self.on_result(result)
+        return result
