@@ -1,8 +1,8 @@
 """Cascade: the embedded classifier first, the LLM only when the embedded one is unsure.
 
 Model calls cost money and seconds; most mail in a contact mailbox is easy. The embedded
-decision is kept when its confidence reaches `embedded.cascade_threshold`; otherwise the
-LLM decides. If the LLM fails (ClassifierError: endpoint down, unusable answer after its
+decision is kept when its confidence reaches `embedded.cascade_threshold` (0 keeps every
+embedded decision, 1 sends everything to the LLM); otherwise the LLM decides. If the LLM fails (ClassifierError: endpoint down, unusable answer after its
 retries), the embedded guess is returned with confidence 0.0 and a reason that says so:
 the planner then sends the message to review (any `min_confidence` above zero) instead of
 retrying forever or routing on a guess. The ledger sees who decided in `classifier`:
@@ -55,7 +55,7 @@ class CascadeClassifier:
         return [await self._resolve(m, d) for m, d in zip(messages, firsts, strict=True)]
 
     async def _resolve(self, message: Message, first: Decision) -> Decision:
-        if first.confidence >= self.threshold:
+        if self.threshold < 1.0 and first.confidence >= self.threshold:
             self._count("embedded")
             return dataclasses.replace(first, classifier="cascade:embedded")
         try:
