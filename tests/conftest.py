@@ -22,3 +22,11 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def example_config_path() -> Path:
     return EXAMPLE_CONFIG
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _quiet_logs() -> None:
+    """JSON logs at WARNING during tests, as the service would write them."""
+    from mailtriage.core import logs
+
+    logs.configure(level="WARNING")

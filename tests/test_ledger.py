@@ -1,0 +1,129 @@
+"""The ledger on SQLite and, where a server is installed, on a throwaway PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from mailtriage.core.actions import ActionPlan, Forward, Label
+from mailtriage.core.decision import Decision
+from mailtriage.core.errors import LedgerError
+from mailtriage.core.ledger import SCHEMA_VERSION, Ledger, Status, migrate
+from mailtriage.core.memory import MemoryMailbox
+from mailtriage.core.pipeline import Outcome, Pipeline, RetryPolicy
+from tests.helpers import ScriptedClassifier, by_subject, example_settings, make_message
+from tests.postgres import temporary_postgres
+
+BOX = "contact@atelier-dupont.fr"
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> Iterator[str | None]:
+    with temporary_postgres() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request, tmp_path, pg_url) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'state.sqlite'}"
+        return
+    if pg_url is None:
+        pytest.skip("PostgreSQL server not installed here")
+    engine = create_engine(pg_url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    engine.dispose()
+    yield pg_url
+
+
+def test_claim_is_unique_and_actions_are_tracked(url: str) -> None:
+    ledger = Ledger(url)
+    m = make_message("[rh] CV", mailbox=BOX)
+    row = ledger.claim(m, "a")
+    assert row is not None and ledger.claim(m, "b") is None
+    plan = ActionPlan("rh", (Label("RH"), Forward(("rh@x.fr",), "n", "c@y.fr")))
+    decision = Decision("rh", 0.9, "r", "llm")
+    rec = ledger.record_decision(row.id, decision, plan, routed_to_review=False)
+    assert [a for _, a, _ in rec.actions] == list(plan.actions)
+    ledger.record_action(row.id, 0, ok=True)
+    ledger.record_action(row.id, 1, ok=False, error="boom", new_id="new-id")
+    rec = ledger.record(row.id)
+    assert rec.pending_actions == [plan.actions[1]] and rec.current_provider_id == "new-id"
+    assert ledger.find(BOX, "new-id") is not None  # found by its new id too
+    assert ledger.find(BOX, "other", m.internet_message_id) is not None  # and by Message-ID
+
+
+def test_bodies_are_not_stored_unless_asked(url: str) -> None:
+    m = make_message("x", "confidential body", mailbox=BOX)
+    ledger = Ledger(url)
+    ledger.claim(m)
+    with ledger.engine.connect() as conn:
+        assert conn.execute(text("SELECT text FROM messages")).scalar() is None
+    ledger2 = Ledger(url, store_text=True)
+    ledger2.claim(make_message("y", "kept body", mailbox=BOX))
+    with ledger2.engine.connect() as conn:
+        stored = conn.execute(text("SELECT text FROM messages WHERE subject='y'")).scalar()
+    assert stored == "kept body"
+
+
+def test_leases(url: str) -> None:
+    ledger = Ledger(url)
+    ttl = timedelta(seconds=60)
+    assert ledger.acquire_lease(BOX, "a", ttl)
+    assert not ledger.acquire_lease(BOX, "b", ttl)
+    assert ledger.acquire_lease(BOX, "a", ttl)  # renewal
+    assert ledger.lease_owner(BOX) == "a"
+    ledger.release_lease(BOX, "a")
+    assert ledger.acquire_lease(BOX, "b", ttl)
+    assert ledger.acquire_lease(BOX, "c", timedelta(seconds=-1)) is False
+    # an expired lease can be taken over
+    assert ledger.acquire_lease("x@y.fr", "a", timedelta(seconds=-1))
+    assert ledger.acquire_lease("x@y.fr", "b", ttl)
+
+
+def test_kv_and_cursor(url: str) -> None:
+    ledger = Ledger(url)
+    asyncio.run(ledger.put(BOX, "subscription", '{"id": "s1"}'))
+    assert asyncio.run(ledger.get(BOX, "subscription")) == '{"id": "s1"}'
+    asyncio.run(ledger.put(BOX, "subscription", None))
+    assert asyncio.run(ledger.get(BOX, "subscription")) is None
+    assert ledger.get_cursor(BOX) is None
+    ledger.set_cursor(BOX, "delta-1")
+    assert ledger.get_cursor(BOX) == "delta-1" and ledger.last_sync(BOX) is not None
+
+
+def test_schema_is_versioned(url: str) -> None:
+    ledger = Ledger(url)
+    assert migrate(ledger.engine) == SCHEMA_VERSION  # already current: nothing to do
+    with ledger.engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO schema_version (version, applied_at) VALUES (99, CURRENT_TIMESTAMP)")
+        )
+    with pytest.raises(LedgerError, match="newer than this mailtriage"):
+        Ledger(url)
+
+
+async def test_two_workers_on_one_database(url: str) -> None:
+    box = MemoryMailbox(BOX)
+    for i in range(15):
+        box.deliver(make_message(f"[rh] Candidature {i}"))
+    settings = example_settings()
+
+    def pipe() -> Pipeline:
+        return Pipeline(settings, Ledger(url), ScriptedClassifier(by_subject),
+                        retry=RetryPolicy(0, 0))
+
+    r1, r2 = await asyncio.gather(pipe().sync_mailbox(box), pipe().sync_mailbox(box))
+    done = [r for r in r1.results + r2.results if r.status == Outcome.DONE]
+    assert len(done) == 15 and len(box.sent) == 15
+    assert {r.status for r in Ledger(url).recent(limit=100)} == {Status.DONE}
+
+
+def test_unreachable_database_is_a_clear_error() -> None:
+    with pytest.raises(LedgerError, match="state database postgresql"):
+        Ledger("postgresql+psycopg://mt:secret@127.0.0.1:1/none")
