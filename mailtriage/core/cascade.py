@@ -2,8 +2,9 @@
 
 Model calls cost money and seconds; most mail in a contact mailbox is easy. The embedded
 decision is kept when its confidence reaches `embedded.cascade_threshold` (0 keeps every
-embedded decision, 1 sends everything to the LLM); otherwise the LLM decides. If the LLM fails (ClassifierError: endpoint down, unusable answer after its
-retries), the embedded guess is returned with confidence 0.0 and a reason that says so:
+embedded decision, 1 sends everything to the LLM); otherwise the LLM decides. If the LLM
+fails (ClassifierError: endpoint down, unusable answer after its retries), the embedded
+guess is returned with confidence 0.0 and a reason that says so:
 the planner then sends the message to review (any `min_confidence` above zero) instead of
 retrying forever or routing on a guess. The ledger sees who decided in `classifier`:
 "cascade:embedded" or "cascade:llm".
