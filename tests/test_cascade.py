@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from mailtriage.core import planner
@@ -10,9 +13,13 @@ from mailtriage.core.config import Settings, parse_settings
 from mailtriage.core.decision import ConfidenceSource, Decision
 from mailtriage.core.embedded import EmbeddedClassifier
 from mailtriage.core.errors import ClassifierError
+from mailtriage.core.ledger import Ledger
+from mailtriage.core.memory import MemoryMailbox
 from mailtriage.core.message import Message
+from mailtriage.core.pipeline import Pipeline, RetryPolicy
 from mailtriage.core.ports import Classifier
-from tests.embedding_fakes import KeywordEmbedder
+from tests.embedders import KeywordEmbedder, real_embedder
+from tests.helpers import example_settings, make_message
 
 
 def settings_for(threshold: float = 0.55) -> Settings:
@@ -119,3 +126,61 @@ def test_cascade_is_a_classifier(kind: str) -> None:
     clf = cascade(CountingLLM())
     obj = clf if kind == "cascade" else clf.embedded
     assert isinstance(obj, Classifier)
+
+
+# -- acceptance: through the pipeline, with the real model and the ledger ------------------
+
+BOX = "contact@atelier-dupont.fr"
+CLEAR = (
+    "Candidature au poste de soudeur",
+    "Madame, Monsieur, je vous adresse ma candidature pour le poste de soudeur. "
+    "Vous trouverez mon CV et ma lettre de motivation en pièce jointe.",
+)
+VAGUE = ("Question", "Bonjour, pouvez-vous me rappeler ? Merci.")
+
+
+async def _run_pipeline(
+    tmp_path: Path, llm: Classifier, **overrides: object
+) -> tuple[CascadeClassifier, Ledger, MemoryMailbox]:
+    settings = example_settings(**overrides)  # type: ignore[arg-type]
+    embedded = EmbeddedClassifier(settings, real_embedder())
+    clf = CascadeClassifier(settings, embedded, llm)
+    ledger = Ledger(f"sqlite:///{tmp_path / 'state.sqlite'}")
+    box = MemoryMailbox(BOX)
+    box.deliver(make_message(*CLEAR, provider_id="clear"))
+    box.deliver(make_message(*VAGUE, provider_id="vague"))
+    pipeline = Pipeline(settings, ledger, clf, retry=RetryPolicy(base_delay_s=0, max_delay_s=0))
+    await pipeline.sync_mailbox(box)
+    return clf, ledger, box
+
+
+async def test_pipeline_ledger_records_who_decided(tmp_path: Path) -> None:
+    llm = CountingLLM(answer="clients")
+    clf, ledger, _ = await _run_pipeline(tmp_path, llm)
+    assert llm.seen == ["vague"]  # the confident one never reached the LLM
+    clear, vague = ledger.find(BOX, "clear"), ledger.find(BOX, "vague")
+    assert clear is not None and vague is not None
+    assert (clear.category, clear.classifier) == ("rh", "cascade:embedded")
+    assert (vague.category, vague.classifier) == ("clients", "cascade:llm")
+    assert clf.stats == {"embedded": 1, "llm": 1, "llm_errors": 0}
+
+
+async def test_sandbox_llm_sees_only_unsure_mail(tmp_path: Path) -> None:
+    """The real openai client against the sandbox OpenAI-compatible server."""
+    sandbox_llm = pytest.importorskip("mailtriage.sandbox.llm")
+    llm_module = pytest.importorskip("mailtriage.core.llm")
+    with sandbox_llm.SandboxLLM() as server:
+        endpoint = {"base_url": server.base_url, "model": sandbox_llm.DEFAULT_MODEL}
+        llm = llm_module.LLMClassifier(example_settings(llm=endpoint))
+        try:
+            clf, ledger, _ = await _run_pipeline(tmp_path, llm, llm=endpoint)
+        finally:
+            await llm.aclose()
+        bodies = server.bodies()
+    assert len(bodies) == 1  # the vague message only
+    sent = json.dumps(bodies[0], ensure_ascii=False)
+    assert "pouvez-vous me rappeler" in sent and "soudeur" not in sent
+    clear, vague = ledger.find(BOX, "clear"), ledger.find(BOX, "vague")
+    assert clear is not None and clear.classifier == "cascade:embedded"
+    assert vague is not None and vague.classifier == "cascade:llm"
+    assert clf.stats["embedded"] == 1 and clf.stats["llm"] == 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ from mailtriage.core.examples import (
     MemoryExampleSource,
 )
 from mailtriage.core.message import Message
-from tests.embedding_fakes import KeywordEmbedder
+from tests.embedders import KeywordEmbedder, NetworkBlocked, block_network, real_embedder
 
 CONTACT = "contact@atelier-dupont.fr"
 INFO = "info@atelier-dupont.com"  # clients, devis, publicite, review only
@@ -64,34 +63,14 @@ CLEAR_CASES = [
 ]  # fmt: skip
 
 
-class NetworkBlocked(AssertionError):
-    pass
-
-
-def _refuse(*args: object, **kwargs: object) -> None:
-    raise NetworkBlocked(f"network access attempted: {args[1:]!r}")
-
-
-def _block_network(mp: pytest.MonkeyPatch) -> None:
-    for name in ("connect", "connect_ex", "sendto"):
-        mp.setattr(socket.socket, name, _refuse)
-    mp.setattr(socket, "create_connection", _refuse)
-    mp.setattr(socket, "getaddrinfo", _refuse)
-
-
 @pytest.fixture(scope="session")
-def use_embedder() -> Iterator[USEm3Embedder]:
-    """One real model for the whole session, loaded while any network use would raise."""
-    embedder = USEm3Embedder(threads=2)
-    with pytest.MonkeyPatch.context() as mp:
-        _block_network(mp)
-        embedder.load()
-    yield embedder
+def use_embedder() -> USEm3Embedder:
+    return real_embedder()
 
 
 @pytest.fixture
 def offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    _block_network(monkeypatch)
+    block_network(monkeypatch)
 
 
 @pytest.fixture(scope="session")

