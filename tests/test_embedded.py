@@ -22,6 +22,7 @@ from mailtriage.core.examples import (
     SOURCE_CORRECTION,
     Example,
     ExampleSource,
+    LedgerExampleSource,
     MemoryExampleSource,
 )
 from mailtriage.core.message import Message
@@ -207,3 +208,27 @@ def test_memory_source_nearest_and_few_shot_hook(use_embedder: USEm3Embedder) ->
     pairs = asyncio.run(few_shot_hook(source, use_embedder, 2)(query))
     assert [key for _, key in pairs] == ["rh", "fournisseurs"]
     assert pairs[0][0].startswith("CV Candidature")
+
+
+async def test_ledger_examples_feed_the_classifier(
+    tmp_path: Path, settings: Settings, use_embedder: USEm3Embedder
+) -> None:
+    """Examples stored in the ledger (vector as JSON) are read back and used."""
+    from mailtriage.core.ledger import Ledger
+
+    ledger = Ledger(f"sqlite:///{tmp_path / 'state.sqlite'}")
+    first = msg("Chantier rue Pasteur", "Le portail livré ne ferme pas. Que proposez-vous ?")
+    ex = example_from_message(first, "fournisseurs", SOURCE_CORRECTION, use_embedder)
+    ledger.add_example(CONTACT, ex.category, ex.text_excerpt, source=ex.source,
+                       embedding=ex.embedding)  # fmt: skip
+    ledger.add_example(CONTACT, "rh", "CV joint", source="history", embedding=None)
+    source = LedgerExampleSource(ledger, use_embedder.name)
+    loaded = source.examples_for(CONTACT)
+    assert [(e.category, e.embedder) for e in loaded] == [
+        ("fournisseurs", use_embedder.name), ("rh", ""),
+    ]  # fmt: skip
+    assert source.examples_for(INFO) == []
+    clf = EmbeddedClassifier(settings, use_embedder, source)
+    again = msg(first.subject, first.text, pid="again")
+    decision = await clf.classify(again)
+    assert decision.category == "fournisseurs" and "near-duplicate" in decision.reason

@@ -51,7 +51,7 @@ def build(settings: Settings, kind: str, train: list[Example]) -> Classifier:
     from mailtriage.core.llm import LLMClassifier
 
     hook = few_shot_hook(source, embedder, settings.llm.few_shot) if source else None
-    llm = LLMClassifier(settings, examples_for=hook)
+    llm: Classifier = LLMClassifier(settings, examples_for=hook)
     if kind == "llm":
         return llm
     from mailtriage.core.cascade import CascadeClassifier

@@ -7,6 +7,7 @@ neither depends on the ledger.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -85,6 +86,60 @@ class MemoryExampleSource:
         scores = matrix @ np.asarray(vector, dtype=np.float32)
         order = np.argsort(-scores, kind="stable")[:k]
         return [candidates[int(i)] for i in order]
+
+
+class _ExampleRow(Protocol):
+    category: str
+    excerpt: str
+    embedding: str | None  # JSON list of floats
+    source: str
+
+
+class _ExampleStore(Protocol):
+    def examples(self, mailbox: str | None = None) -> Sequence[_ExampleRow]: ...
+
+
+class LedgerExampleSource:
+    """ExampleSource over the ledger's `examples` table (`Ledger.examples(mailbox)`).
+
+    The ledger stores vectors without the model's name; they are taken to come from
+    `embedder` (the configured backend). Rows are cached per mailbox, since every
+    classification reads them: call `invalidate()` after `learn` or a correction.
+    """
+
+    def __init__(self, store: _ExampleStore, embedder: str) -> None:
+        self.store = store
+        self.embedder = embedder
+        self._cache: dict[str | None, list[Example]] = {}
+
+    def invalidate(self) -> None:
+        self._cache.clear()
+
+    def examples_for(self, mailbox: str | None) -> list[Example]:
+        key = mailbox.lower() if mailbox else None
+        if key not in self._cache:
+            self._cache[key] = [self._example(row) for row in self.store.examples(key)]
+        return list(self._cache[key])
+
+    def nearest(
+        self, vector: Sequence[float], k: int, *, mailbox: str | None = None
+    ) -> list[Example]:
+        return MemoryExampleSource(self.examples_for(mailbox)).nearest(vector, k)
+
+    def _example(self, row: _ExampleRow) -> Example:
+        vector = None
+        if row.embedding:
+            try:
+                vector = [float(x) for x in json.loads(row.embedding)]
+            except (ValueError, TypeError):
+                vector = None  # recomputed from the excerpt
+        return Example(
+            category=row.category,
+            text_excerpt=row.excerpt,
+            embedding=vector,
+            source=row.source,
+            embedder=self.embedder if vector is not None else "",
+        )
 
 
 def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
