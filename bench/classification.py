@@ -135,7 +135,8 @@ def run(
         f"{name:<34} n={len(test):<5} acc={metrics.accuracy:.3f} macroF1={metrics.macro_f1:.3f} "
         f"{result.per_second:6.1f} mails/s  load {load_s:.1f}s  setup {setup_s:.1f}s  "
         f"peakRSS {peak_rss_mb():.0f} MB  | conf>={cascade['threshold']}: "
-        f"{cascade['coverage']:.0%} of mail at acc {cascade['accuracy']:.3f}"
+        f"{cascade['coverage']:.0%} of mail at acc {cascade['accuracy']:.3f}",
+        flush=True,
     )
     if data.unreadable:
         reasons = Counter(re.sub(r"\d+", "N", r) for _, r in data.unreadable)

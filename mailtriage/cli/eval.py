@@ -76,16 +76,18 @@ def print_metrics(metrics: Metrics) -> None:
     summary.add_row("accuracy", "", "", f"{metrics.accuracy:.3f}", str(metrics.n), "")
     summary.add_row("macro-F1", "", "", f"{metrics.macro_f1:.3f}", "", "")
     console.print(summary)
+    # Wide label sets get numbered columns so that the matrix fits a terminal.
+    numbered = len(metrics.labels) > 6
     matrix = Table(title="confusion matrix (rows: true, columns: predicted)")
     matrix.add_column("true \\ predicted")
-    for key in metrics.labels:
-        matrix.add_column(key, justify="right")
+    for j, key in enumerate(metrics.labels, start=1):
+        matrix.add_column(str(j) if numbered else key, justify="right")
     for i, (key, row) in enumerate(zip(metrics.labels, metrics.matrix, strict=True)):
         cells = [
             (f"[bold green]{n}[/]" if j == i else f"[red]{n}[/]") if n else "·"
             for j, n in enumerate(row)
         ]
-        matrix.add_row(key, *cells)
+        matrix.add_row(f"{i + 1} {key}" if numbered else key, *cells)
     console.print(matrix)
 
 
