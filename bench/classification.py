@@ -120,6 +120,7 @@ def run(
     gold = [i.label for i in test]
     metrics = compute_metrics(gold, [d.category for d in result.decisions], keys)
     cascade = threshold_stats(gold, result.decisions, settings.embedded.cascade_threshold)
+    majority = Counter(gold).most_common(1)[0][1] / len(gold) if gold else 0.0
     figures = {
         "n": len(test),
         "accuracy": metrics.accuracy,
@@ -128,11 +129,13 @@ def run(
         "load_s": load_s,
         "setup_s": setup_s,
         "rss_mb": peak_rss_mb(),
+        "majority": majority,
         "cov": cascade["coverage"],
         "acc_cov": cascade["accuracy"],
     }
     print(
-        f"{name:<34} n={len(test):<5} acc={metrics.accuracy:.3f} macroF1={metrics.macro_f1:.3f} "
+        f"{name:<34} n={len(test):<5} acc={metrics.accuracy:.3f} (majority {majority:.3f}) "
+        f"macroF1={metrics.macro_f1:.3f} "
         f"{result.per_second:6.1f} mails/s  load {load_s:.1f}s  setup {setup_s:.1f}s  "
         f"peakRSS {peak_rss_mb():.0f} MB  | conf>={cascade['threshold']}: "
         f"{cascade['coverage']:.0%} of mail at acc {cascade['accuracy']:.3f}",

@@ -25,7 +25,7 @@ import numpy as np
 from mailtriage.core.config import Category, Settings
 from mailtriage.core.decision import ConfidenceSource, Decision
 from mailtriage.core.embedding import Embedder, Vectors, get_embedder, normalise
-from mailtriage.core.examples import Example, ExampleSource
+from mailtriage.core.examples import Example, ExampleSource, excerpt
 from mailtriage.core.message import Message
 
 # Characters of subject + body embedded per message: the opening says what a mail is about,
@@ -219,26 +219,27 @@ class EmbeddedClassifier:
     def _example_vectors(self, examples: Sequence[Example]) -> list[Vectors]:
         """Stored vectors when they come from this embedder, else encoded once and cached."""
         name = self.embedder.name
-        missing = sorted(
-            {
-                ex.text_excerpt
-                for ex in examples
-                if not (ex.embedding is not None and ex.embedder == name)
-                and ex.text_excerpt not in self._example_cache
-            }
-        )
+
+        def stored(ex: Example) -> bool:
+            return ex.embedding is not None and ex.embedder == name
+
+        needed = {ex.text_excerpt for ex in examples if not stored(ex)}
+        with self._lock:
+            known = {t: self._example_cache[t] for t in needed if t in self._example_cache}
+        missing = sorted(needed - known.keys())
         if missing:
-            encoded = self.embedder.encode(missing)
+            fresh = dict(zip(missing, self.embedder.encode(missing), strict=True))
+            known.update(fresh)
             with self._lock:
-                if len(self._example_cache) + len(missing) > _CACHE_LIMIT:
+                if len(self._example_cache) + len(fresh) > _CACHE_LIMIT:
                     self._example_cache.clear()
-                self._example_cache.update(zip(missing, encoded, strict=True))
+                self._example_cache.update(fresh)
         out = []
         for ex in examples:
             if ex.embedding is not None and ex.embedder == name:
                 out.append(normalise(ex.embedding)[0])
             else:
-                out.append(self._example_cache[ex.text_excerpt])
+                out.append(known[ex.text_excerpt])
         return out
 
 
@@ -262,7 +263,7 @@ def example_from_message(
         vector = [float(x) for x in embedder.encode([text])[0]]
     return Example(
         category=category,
-        text_excerpt=text[:600],
+        text_excerpt=excerpt(text),
         embedding=vector,
         source=source,
         embedder=embedder.name if embedder is not None else "",
