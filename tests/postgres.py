@@ -48,8 +48,17 @@ def temporary_postgres() -> Iterator[str | None]:
         )
         subprocess.run(
             _as_postgres(
-                [pg_ctl, "-D", str(data), "-w", "-l", str(root / "log"), "-o",
-                 f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off", "start"]
+                [
+                    pg_ctl,
+                    "-D",
+                    str(data),
+                    "-w",
+                    "-l",
+                    str(root / "log"),
+                    "-o",
+                    f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off",
+                    "start",
+                ]
             ),
             check=True,
             capture_output=True,

@@ -115,8 +115,9 @@ async def test_two_workers_on_one_database(url: str) -> None:
     settings = example_settings()
 
     def pipe() -> Pipeline:
-        return Pipeline(settings, Ledger(url), ScriptedClassifier(by_subject),
-                        retry=RetryPolicy(0, 0))
+        return Pipeline(
+            settings, Ledger(url), ScriptedClassifier(by_subject), retry=RetryPolicy(0, 0)
+        )
 
     r1, r2 = await asyncio.gather(pipe().sync_mailbox(box), pipe().sync_mailbox(box))
     done = [r for r in r1.results + r2.results if r.status == Outcome.DONE]

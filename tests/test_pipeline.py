@@ -68,7 +68,7 @@ async def test_rules_skip_and_record(ledger: Ledger) -> None:
     box = MemoryMailbox(BOX)
     box.deliver(make_message("Réponse automatique : absent"))
     box.deliver(make_message("[rh] fwd", headers={LOOP_HEADER: "forwarded"}))
-    box.deliver(make_message("Promo", sender="x@newsletter.example-marketing.com"))
+    box.deliver(make_message("Promo", sender="x@news.bureau-plus.example"))
     clf = ScriptedClassifier(by_subject)
     report = await make_pipeline(ledger, clf).sync_mailbox(box)
     assert [r.status for r in report.results] == [Outcome.SKIPPED, Outcome.SKIPPED, Outcome.DONE]

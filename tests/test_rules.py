@@ -48,9 +48,9 @@ def test_real_mail_is_not_skipped(subject: str, headers: dict[str, str]) -> None
 
 def test_sender_and_domain_routes() -> None:
     s = example_settings()
-    m = make_message("Promo", sender="news@newsletter.example-marketing.com")
+    m = make_message("Promo", sender="news@news.bureau-plus.example")
     d = route_by_sender(m, s)
     assert d is not None and d.category == "publicite" and d.classifier == "rule"
-    m = make_message("Promo", sender="news@mail.newsletter.example-marketing.com")
+    m = make_message("Promo", sender="news@mail.news.bureau-plus.example")
     assert route_by_sender(m, s) is not None
-    assert route_by_sender(make_message("x", sender="a@example-marketing.com"), s) is None
+    assert route_by_sender(make_message("x", sender="a@bureau-plus.example"), s) is None

@@ -71,6 +71,7 @@ class Service:
         self.owner = owner or default_owner()
         self.mailboxes = {m.address: m for m in mailboxes}
         self.pushes = list(pushes)
+        self.classifier = classifier
         self.pipeline = Pipeline(
             settings, ledger, classifier, owner=self.owner, retry=retry, exclusive=True
         )
@@ -223,6 +224,9 @@ class Service:
                 await mailbox.aclose()
             except Exception as exc:  # closing must not hide the shutdown
                 log.warning("close failed", mailbox=mailbox.address, error=str(exc))
+        closer = getattr(self.classifier, "aclose", None)
+        if closer is not None:
+            await closer()
         log.info("stopped", owner=self.owner)
 
 
