@@ -14,10 +14,12 @@ from mailtriage.core.decision import ConfidenceSource, Decision
 from mailtriage.core.embedded import EmbeddedClassifier
 from mailtriage.core.errors import ClassifierError
 from mailtriage.core.ledger import Ledger
+from mailtriage.core.llm import LLMClassifier
 from mailtriage.core.memory import MemoryMailbox
 from mailtriage.core.message import Message
 from mailtriage.core.pipeline import Pipeline, RetryPolicy
 from mailtriage.core.ports import Classifier
+from mailtriage.sandbox.llm import DEFAULT_MODEL, SandboxLLM
 from tests.embedders import KeywordEmbedder, real_embedder
 from tests.helpers import example_settings, make_message
 
@@ -140,11 +142,11 @@ VAGUE = ("Question", "Bonjour, pouvez-vous me rappeler ? Merci.")
 
 
 async def _run_pipeline(
-    tmp_path: Path, llm: Classifier, **overrides: object
+    tmp_path: Path, second: Classifier, **overrides: object
 ) -> tuple[CascadeClassifier, Ledger, MemoryMailbox]:
     settings = example_settings(**overrides)  # type: ignore[arg-type]
     embedded = EmbeddedClassifier(settings, real_embedder())
-    clf = CascadeClassifier(settings, embedded, llm)
+    clf = CascadeClassifier(settings, embedded, second)
     ledger = Ledger(f"sqlite:///{tmp_path / 'state.sqlite'}")
     box = MemoryMailbox(BOX)
     box.deliver(make_message(*CLEAR, provider_id="clear"))
@@ -165,13 +167,14 @@ async def test_pipeline_ledger_records_who_decided(tmp_path: Path) -> None:
     assert clf.stats == {"embedded": 1, "llm": 1, "llm_errors": 0}
 
 
-async def test_sandbox_llm_sees_only_unsure_mail(tmp_path: Path) -> None:
+async def test_sandbox_llm_sees_only_unsure_mail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The real openai client against the sandbox OpenAI-compatible server."""
-    sandbox_llm = pytest.importorskip("mailtriage.sandbox.llm")
-    llm_module = pytest.importorskip("mailtriage.core.llm")
-    with sandbox_llm.SandboxLLM() as server:
-        endpoint = {"base_url": server.base_url, "model": sandbox_llm.DEFAULT_MODEL}
-        llm = llm_module.LLMClassifier(example_settings(llm=endpoint))
+    monkeypatch.setenv("MAILTRIAGE_LLM_KEY", "sk-sandbox")
+    with SandboxLLM() as server:
+        endpoint = {"base_url": server.base_url, "model": DEFAULT_MODEL}
+        llm = LLMClassifier(example_settings(llm=endpoint))
         try:
             clf, ledger, _ = await _run_pipeline(tmp_path, llm, llm=endpoint)
         finally:
