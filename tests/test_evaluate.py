@@ -216,3 +216,36 @@ def test_confusion_html_escapes_labels() -> None:
     m = compute_metrics(["<b>"], ["<b>"])
     page = confusion_html(m)
     assert "&lt;b&gt;" in page and "<b>" not in page.split("<body>")[1]
+
+
+def test_eval_cascade_against_the_sandbox_llm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--classifier cascade` wires the LLM side (real openai client, sandbox server)."""
+    from mailtriage.cli import app
+    from mailtriage.sandbox.llm import DEFAULT_MODEL, SandboxLLM
+
+    monkeypatch.setattr(embedding, "get_embedder", lambda settings: KeywordEmbedder(["job"]))
+    data = write_csv(tmp_path / "sample.csv", [("Job", "job application", "job"),
+                                                ("Hello", "call me back", "invoice")])  # fmt: skip
+    with SandboxLLM() as server:
+        config = tmp_path / "mailtriage.toml"
+        config.write_text(
+            CONFIG.replace(
+                'review_category = "review"',
+                'review_category = "review"\n'
+                f'[llm]\nbase_url = "{server.base_url}"\nmodel = "{DEFAULT_MODEL}"\n'
+                "max_retries = 0\n[embedded]\ncascade_threshold = 0.55\n",
+            ),
+            encoding="utf-8",
+        )
+        out = tmp_path / "report"
+        result = CliRunner().invoke(
+            app,
+            ["eval", str(data), "-c", str(config), "--classifier", "cascade", "--out", str(out)],
+        )
+        asked = server.request_count
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "eval.json").read_text(encoding="utf-8"))
+    assert report["cascade"] == {"embedded": 1, "llm": 1, "llm_errors": 0}
+    assert asked == 1
