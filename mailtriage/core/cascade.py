@@ -12,6 +12,7 @@ retrying forever or routing on a guess. The ledger sees who decided in `classifi
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import threading
 from collections.abc import Sequence
@@ -51,9 +52,11 @@ class CascadeClassifier:
         return await self._resolve(message, first)
 
     async def classify_many(self, messages: Sequence[Message]) -> list[Decision]:
-        """Batch the embedded pass; unsure messages go to the LLM one by one."""
+        """Batch the embedded pass; unsure messages go to the LLM concurrently (the LLM
+        classifier bounds its own concurrency)."""
         firsts = await self.embedded.classify_many(messages)
-        return [await self._resolve(m, d) for m, d in zip(messages, firsts, strict=True)]
+        pairs = zip(messages, firsts, strict=True)
+        return list(await asyncio.gather(*(self._resolve(m, d) for m, d in pairs)))
 
     async def _resolve(self, message: Message, first: Decision) -> Decision:
         if self.threshold < 1.0 and first.confidence >= self.threshold:
