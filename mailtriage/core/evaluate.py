@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import email
-import email.policy
 import html
-import importlib
 import json
 import random
 import time
@@ -20,15 +17,16 @@ import tomllib
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 from mailtriage.core.decision import Decision
 from mailtriage.core.errors import ClassifierError, ConfigError, MessageParseError
 from mailtriage.core.examples import SOURCE_DATASET, Example, excerpt
-from mailtriage.core.message import Address, Message
+from mailtriage.core.extract import parse_rfc822
+from mailtriage.core.message import Message
 from mailtriage.core.ports import Classifier
+from mailtriage.core.text import clean_body
 
 EVAL_MAILBOX = "eval@mailtriage.invalid"
 LABEL_COLUMNS = ("label", "category", "queue", "class", "labels", "target")
@@ -115,7 +113,8 @@ def load_message_csv(
     """A CSV of (subject, body, label) rows.
 
     `text_columns`: one column is the body; with several, the first is the subject and the
-    others are joined into the body. Rows with an empty label are skipped as unreadable.
+    others are joined into the body. Bodies are cleaned like a parsed message's (quoted
+    history, forward headers, signatures). Rows with an empty label are listed as unreadable.
     """
     header, rows = _read_csv(path)
     label_col = _pick(header, label_column, LABEL_COLUMNS, "label")
@@ -138,6 +137,7 @@ def load_message_csv(
             continue
         subject = (row.get(subject_col) or "").strip() if subject_col else ""
         body = "\n\n".join((row.get(c) or "").strip() for c in body_cols)
+        body = clean_body(body, html=False, subject=subject)
         message = Message(
             mailbox=mailbox, provider_id=f"{path.name}:{i}", subject=subject, text=body
         )
@@ -194,52 +194,8 @@ def _find_labels_csv(folder: Path) -> Path:
 
 
 def parse_raw_message(raw: bytes, mailbox: str, provider_id: str) -> Message:
-    """Parse RFC 822 bytes with mailtriage's parser, or the stdlib when it is not there."""
-    try:
-        extract = importlib.import_module("mailtriage.core.extract")
-    except ImportError:
-        return stdlib_parse(raw, mailbox, provider_id)
-    result: Message = extract.parse_rfc822(raw, mailbox=mailbox, provider_id=provider_id)
-    return result
-
-
-def stdlib_parse(raw: bytes, mailbox: str, provider_id: str) -> Message:
-    """Minimal parse: subject, sender and the first text part (HTML tags stripped)."""
-    try:
-        msg = email.message_from_bytes(raw, policy=email.policy.default)
-        assert isinstance(msg, EmailMessage)
-        subject = str(msg.get("subject", "") or "")
-        part = msg.get_body(preferencelist=("plain", "html"))
-        text = ""
-        if part is not None:
-            try:
-                text = str(part.get_content())
-            except (LookupError, ValueError, AssertionError):
-                payload = part.get_payload(decode=True)
-                text = payload.decode("latin-1") if isinstance(payload, bytes) else ""
-            if part.get_content_subtype() == "html":
-                text = _strip_tags(text)
-        address = None
-        addresses = getattr(msg.get("from"), "addresses", None)
-        if addresses:
-            address = Address(email=addresses[0].addr_spec, name=addresses[0].display_name)
-    except Exception as exc:  # the stdlib raises many types on broken input
-        raise MessageParseError(f"unparseable message: {type(exc).__name__}") from exc
-    return Message(
-        mailbox=mailbox,
-        provider_id=provider_id,
-        subject=subject,
-        sender=address,
-        text=text,
-        size=len(raw),
-    )
-
-
-def _strip_tags(text: str) -> str:
-    import re
-
-    text = re.sub(r"(?is)<(script|style).*?</\1>", " ", text)
-    return html.unescape(re.sub(r"(?s)<[^>]+>", " ", text))
+    """Parse RFC 822 bytes exactly as the connectors do."""
+    return parse_rfc822(raw, mailbox=mailbox, provider_id=provider_id)
 
 
 # -- labels ---------------------------------------------------------------------------------
