@@ -610,15 +610,12 @@ class Ledger:
             return row.value if row else None
 
     def set_cursor(self, mailbox: str, value: str | None) -> None:
-        with self.session() as s:
-            row = s.get(CursorRow, mailbox)
-            now = utcnow()
-            if row is None:
-                s.add(CursorRow(mailbox=mailbox, value=value, updated_at=now, last_sync_at=now))
-            else:
-                row.value = value
-                row.updated_at = now
-                row.last_sync_at = now
+        now = utcnow()
+        self._upsert(
+            CursorRow,
+            {"mailbox": mailbox},
+            {"value": value, "updated_at": now, "last_sync_at": now},
+        )
 
     def last_sync(self, mailbox: str) -> datetime | None:
         with self.session() as s:
@@ -633,15 +630,31 @@ class Ledger:
             return row.value if row else None
 
     def kv_put(self, mailbox: str, key: str, value: str | None) -> None:
+        if value is None:
+            with self.session() as s:
+                s.execute(
+                    delete(KeyValueRow).where(
+                        KeyValueRow.mailbox == mailbox, KeyValueRow.key == key
+                    )
+                )
+            return
+        self._upsert(
+            KeyValueRow, {"mailbox": mailbox, "key": key}, {"value": value, "updated_at": utcnow()}
+        )
+
+    def _upsert(self, model: type[Base], keys: dict[str, Any], values: dict[str, Any]) -> None:
+        """Insert or update one row atomically (two writers may race on the same key)."""
+        if self.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            stmt: Any = pg_insert(model).values(**keys, **values)
+        else:
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            stmt = sqlite_insert(model).values(**keys, **values)
+        stmt = stmt.on_conflict_do_update(index_elements=list(keys), set_=values)
         with self.session() as s:
-            row = s.get(KeyValueRow, (mailbox, key))
-            if value is None:
-                if row is not None:
-                    s.delete(row)
-            elif row is None:
-                s.add(KeyValueRow(mailbox=mailbox, key=key, value=value))
-            else:
-                row.value = value
+            s.execute(stmt)
 
     def kv_items(self, mailbox: str, prefix: str = "") -> list[tuple[str, str]]:
         with self.session() as s:
