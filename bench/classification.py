@@ -32,6 +32,7 @@ from mailtriage.core.evaluate import (
     compute_metrics,
     examples_from,
     load_eml_folder,
+    load_label_map,
     load_message_csv,
     sample,
     split_k_shot,
@@ -42,18 +43,7 @@ from mailtriage.core.examples import MemoryExampleSource
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data"
 TICKETS = DATA / "support-tickets" / "dataset-tickets-multi-lang-4-20k.PARTIAL.csv"
-QUEUES = {
-    "Technical Support": "technical_support",
-    "Product Support": "product_support",
-    "Customer Service": "customer_service",
-    "IT Support": "it_support",
-    "Billing and Payments": "billing",
-    "Returns and Exchanges": "returns",
-    "Sales and Pre-Sales": "sales",
-    "Service Outages and Maintenance": "outages",
-    "Human Resources": "hr",
-    "General Inquiry": "general",
-}
+QUEUES = load_label_map(HERE / "support_tickets_labels.toml")
 
 
 def support_tickets(lang: str) -> Dataset:
