@@ -232,3 +232,15 @@ async def test_ledger_examples_feed_the_classifier(
     again = msg(first.subject, first.text, pid="again")
     decision = await clf.classify(again)
     assert decision.category == "fournisseurs" and "near-duplicate" in decision.reason
+
+
+def test_nearest_ignores_vectors_of_another_size() -> None:
+    source = MemoryExampleSource(
+        [
+            Example("a", "x", embedding=[1.0, 0.0]),
+            Example("b", "y", embedding=[0.0, 1.0, 0.0]),
+            Example("c", "z", embedding=None),
+        ]
+    )
+    assert [e.category for e in source.nearest([0.0, 1.0], 5)] == ["a"]
+    assert source.nearest([0.0, 1.0], 0) == []

@@ -79,7 +79,12 @@ class MemoryExampleSource:
     def nearest(
         self, vector: Sequence[float], k: int, *, mailbox: str | None = None
     ) -> list[Example]:
-        candidates = [ex for ex in self.examples_for(mailbox) if ex.embedding is not None]
+        dim = len(vector)
+        candidates = [
+            ex
+            for ex in self.examples_for(mailbox)
+            if ex.embedding is not None and len(ex.embedding) == dim
+        ]
         if not candidates or k <= 0:
             return []
         matrix = np.asarray([ex.embedding for ex in candidates], dtype=np.float32)
