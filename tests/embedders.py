@@ -51,7 +51,7 @@ def block_network(mp: pytest.MonkeyPatch) -> None:
 @functools.cache
 def real_embedder() -> USEm3Embedder:
     """The real model, once per test session, loaded while the network is blocked."""
-    embedder = USEm3Embedder(threads=2)
+    embedder = USEm3Embedder(threads=1)
     with pytest.MonkeyPatch.context() as mp:
         block_network(mp)
         embedder.load()
