@@ -97,7 +97,9 @@ class EmbeddedSettings(_Model):
     cascade_threshold: float = Field(0.55, ge=0, le=1)
     # Softmax temperature applied to cosine similarities.
     temperature: float = Field(0.05, gt=0, le=1)
-    threads: int = Field(2, ge=1, le=64)
+    # BLAS threads per encoding call. One is fastest: the model's matrices are small, and a
+    # second thread doubled CPU time for no wall-clock gain on 2 cores (bench/classification.py).
+    threads: int = Field(1, ge=1, le=64)
 
 
 class CategoryActions(_Model):
