@@ -64,7 +64,7 @@ def run(
 
     async def main() -> None:
         mailboxes = build_mailboxes(settings, ledger)
-        pushes = build_pushes(settings, ledger)
+        pushes = build_pushes(settings, ledger, mailboxes)
         service = Service(settings, ledger, classifier, mailboxes, pushes)
         await service.serve(host=host, port=port)
 
@@ -169,7 +169,9 @@ def uninstall(config: ConfigOption = DEFAULT_CONFIG) -> None:
     ledger = Ledger(settings.state.url)
 
     async def main() -> None:
-        for push in build_pushes(settings, ledger):
+        from mailtriage.connectors import build_mailboxes
+
+        for push in build_pushes(settings, ledger, build_mailboxes(settings, ledger)):
             await push.uninstall()
             console.print(f"{push.provider}: push removed", highlight=False)
 

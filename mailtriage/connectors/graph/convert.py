@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from mailtriage.core.message import KEPT_HEADERS, Address, Attachment, Message
+from mailtriage.core.text import clean_body
 
 # mailtriage's processed marker: a named single-value extended property (MAPI string).
 MARKER_GUID = "{6c2f0b8e-3d41-4a7e-9b55-7a1d2e4c9f30}"
@@ -37,14 +38,6 @@ SELECT = [
 EXPAND_MARKER = f"singleValueExtendedProperties($filter=id eq '{MARKER_ID}')"
 
 Json = dict[str, Any]
-
-
-def _clean(text: str, html: bool) -> str:
-    try:
-        from mailtriage.core.text import clean_body
-    except ImportError:  # the shared cleaner is not there yet: keep the provider's text
-        return text.strip()
-    return str(clean_body(text, html=html))
 
 
 def _address(r: Any) -> Address | None:
@@ -99,11 +92,12 @@ def to_message(mailbox: str, gm: Json, attachments: list[Attachment] | None = No
     body = gm.get("body") or {}
     content = str(body.get("content") or "")
     is_html = str(body.get("contentType") or "").lower() == "html"
-    text = _clean(content, is_html) if content else ""
+    subject = str(gm.get("subject") or "")
+    text = clean_body(content, html=is_html, subject=subject) if content else ""
     return Message(
         mailbox=mailbox,
         provider_id=str(gm["id"]),
-        subject=str(gm.get("subject") or ""),
+        subject=subject,
         sender=_address(gm.get("from")) or _address(gm.get("sender")),
         reply_to=_addresses(gm.get("replyTo")),
         to=_addresses(gm.get("toRecipients")),
