@@ -56,6 +56,7 @@ _COMMAND_MODULES = [
     "mailtriage.cli.records",
     "mailtriage.cli.eval",
     "mailtriage.cli.service",
+    "mailtriage.cli.demo",
     "mailtriage.cli.graph",
     "mailtriage.cli.gmail",
 ]

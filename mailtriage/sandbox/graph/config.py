@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from mailtriage.core.config import Settings, parse_settings
+from mailtriage.data import EXAMPLE_CONFIG
 
-EXAMPLE = Path(__file__).resolve().parents[3] / "manifest" / "mailtriage.example.toml"
+EXAMPLE = EXAMPLE_CONFIG
 
 
 def sandbox_settings(
