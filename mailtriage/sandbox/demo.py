@@ -230,6 +230,10 @@ def print_results(
     console: Console, settings: Settings, ledger: Ledger, expected: dict[str, str]
 ) -> None:
     providers = {m.address: m.provider for m in settings.mailboxes}
+    short = {
+        m.address: ("M365 " if m.provider == "graph" else "Gmail ") + m.address.split("@")[0]
+        for m in settings.mailboxes
+    }
     names = {c.key: c.name for c in settings.categories}
     rows = sorted(ledger.recent(limit=10_000), key=lambda r: (r.mailbox, r.id))
     table = Table(title="mailtriage demo: what was done natively", show_lines=False)
@@ -241,7 +245,7 @@ def print_results(
         provider = providers.get(r.mailbox, "")
         want = expected.get(f"{r.mailbox}|{r.internet_message_id}")
         if r.status == Status.SKIPPED:
-            table.add_row(r.mailbox, r.subject[:55], "(skipped)", "", r.skip_reason)
+            table.add_row(short[r.mailbox], r.subject[:55], "(skipped)", "", r.skip_reason)
             per_cat["(skipped)"] += 1
             hits += want == "skip"
             total += 1
@@ -251,10 +255,11 @@ def print_results(
         done = " + ".join(native(provider, a) for s, a, _ in r.actions if s == "applied")
         if r.status not in (Status.DONE,):
             done = f"[yellow]{r.status}[/yellow] {r.last_error[:60]}"
+        unsure = names.get(r.decided_category, r.decided_category)
         table.add_row(
-            r.mailbox,
+            short[r.mailbox],
             r.subject[:55],
-            names.get(cat, cat) + (" (unsure)" if r.routed_to_review else ""),
+            names.get(cat, cat) + (f" (unsure: {unsure}?)" if r.routed_to_review else ""),
             f"{r.confidence:.2f}" if r.confidence is not None else "",
             done,
         )
@@ -278,7 +283,7 @@ def print_results(
 
 
 def print_forwards(console: Console, graph: GraphEmulator, gmail: GmailEmulator) -> None:
-    delivered = Counter()
+    delivered: Counter[str] = Counter()
     for address in (
         "rh@atelier-dupont.fr",
         "compta@atelier-dupont.fr",
