@@ -23,10 +23,21 @@ def _redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mutabl
     return event
 
 
+class _Stderr:
+    """Writes to whatever `sys.stderr` is at write time (test runners swap it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure(*, json: bool = True, level: str = "INFO", stream: Any = None) -> None:
     """Send structlog and stdlib logging to `stream` (stderr) as JSON lines."""
     lvl = getattr(logging, level.upper(), logging.INFO)
-    logging.basicConfig(level=lvl, stream=stream or sys.stderr, format="%(message)s", force=True)
+    out = stream or _Stderr()
+    logging.basicConfig(level=lvl, stream=out, format="%(message)s", force=True)
     for noisy in (
         "httpx",
         "httpcore",
@@ -48,6 +59,6 @@ def configure(*, json: bool = True, level: str = "INFO", stream: Any = None) -> 
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(lvl),
-        logger_factory=structlog.PrintLoggerFactory(file=stream or sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=out),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
