@@ -37,7 +37,26 @@ def configure(*, json: bool = True, level: str = "INFO", stream: Any = None) -> 
     """Send structlog and stdlib logging to `stream` (stderr) as JSON lines."""
     lvl = getattr(logging, level.upper(), logging.INFO)
     out = stream or _Stderr()
-    logging.basicConfig(level=lvl, stream=out, format="%(message)s", force=True)
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _redact,
+    ]
+    # Library logs (stdlib logging) leave as the same JSON lines as mailtriage's own.
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(lvl)
     for noisy in (
         "httpx",
         "httpcore",
@@ -46,18 +65,9 @@ def configure(*, json: bool = True, level: str = "INFO", stream: Any = None) -> 
         "azure",
         "apscheduler",
     ):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    renderer: Any = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
-    )
+        logging.getLogger(noisy).setLevel(max(lvl, logging.WARNING))
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            _redact,
-            renderer,
-        ],
+        processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(lvl),
         logger_factory=structlog.PrintLoggerFactory(file=out),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
