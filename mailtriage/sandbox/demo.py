@@ -22,7 +22,6 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 from rich.console import Console
 from rich.table import Table
 
@@ -31,6 +30,7 @@ from mailtriage.core.actions import Forward, Label, MarkRead, Move
 from mailtriage.core.classifiers import build_classifier
 from mailtriage.core.config import Settings, parse_settings
 from mailtriage.core.ledger import Ledger, Status
+from mailtriage.core.llm import llm_reachable
 from mailtriage.core.pipeline import Outcome, Pipeline, SyncReport
 from mailtriage.core.runtime import sync_all
 from mailtriage.data import EXAMPLE_CONFIG
@@ -136,21 +136,6 @@ def demo_settings(
         data["llm"] = {"model": ""}
         data["classifier"] = "embedded"
     return parse_settings(data, "demo")
-
-
-def llm_reachable(settings: Settings) -> bool:
-    """True when the configured OpenAI-compatible endpoint answers /models quickly."""
-    if not settings.llm.configured:
-        return False
-    try:
-        resp = httpx.get(
-            settings.llm.base_url.rstrip("/") + "/models",
-            headers={"Authorization": f"Bearer {settings.llm.api_key()}"},
-            timeout=2.0,
-        )
-    except (httpx.HTTPError, OSError):
-        return False
-    return resp.status_code == 200
 
 
 async def run(
