@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ import pytest
 from mailtriage.data import EXAMPLE_CONFIG
 from mailtriage.sandbox.gmail import GmailEmulator
 from mailtriage.sandbox.graph import GraphEmulator
+from mailtriage.sandbox.server import free_port
 
 GRAPH_BOX = "contact@atelier-dupont.fr"
 GMAIL_BOX = "info@atelier-dupont.com"
@@ -80,12 +80,6 @@ def write_toml(path: Path, data: dict[str, Any]) -> None:
                 lines.append(f"\n[[{key}]]")
                 lines += [f"{k} = {_toml(v)}" for k, v in item.items()]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
