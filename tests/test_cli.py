@@ -106,3 +106,35 @@ def test_doctor_against_the_graph_emulator(tmp_path: Path, denied: bool) -> None
     assert "state database sqlite" in result.output
     assert "Microsoft 365 (Graph)" in result.output
     assert result.exit_code == (1 if denied else 0), result.output
+
+
+def test_sync_backfills_with_progress_and_summary(tmp_path: Path) -> None:
+    with GraphEmulator() as emu:
+        emu.add_mailbox("contact@atelier-dupont.fr")
+        emu.add_mailbox("rh@atelier-dupont.fr")
+        emu.deliver(
+            "contact@atelier-dupont.fr",
+            subject="Candidature spontanée – technicien de maintenance",
+            body="Bonjour, veuillez trouver ci-joint mon CV et ma lettre de motivation.",
+            sender="jean@example.org",
+        )
+        cfg = str(
+            config_file(
+                tmp_path,
+                graph={"base_url": emu.base_url, "anonymous": True},
+                runtime={"sync_interval_s": 60},
+                mailbox=[{"provider": "graph", "address": "contact@atelier-dupont.fr"}],
+            )
+        )
+        dry = runner.invoke(app, ["sync", "-c", cfg, "--since", "2d", "--dry-run"])
+        assert dry.exit_code == 0, dry.output
+        assert "sync summary" in dry.output and "seen 1" in dry.output
+        assert emu.folder_messages("contact@atelier-dupont.fr", "Inbox")  # untouched
+        real = runner.invoke(app, ["sync", "-c", cfg, "--since", "2d"])
+        assert real.exit_code == 0, real.output
+        # the dry-run row is final: a backfill never processes a message twice
+        assert "seen 1" in real.output
+        history = runner.invoke(app, ["history", "-c", cfg])
+        assert "dry_run" in history.output
+        bad = runner.invoke(app, ["sync", "-c", cfg, "--mailbox", "who@else.fr"])
+        assert bad.exit_code == 2 and "not a configured [[mailbox]]" in bad.output
