@@ -412,14 +412,7 @@ class Ledger:
             owner=owner,
             text=message.text if self.store_text else None,
         )
-        try:
-            with self.session() as s:
-                s.add(row)
-                s.flush()
-                s.refresh(row, attribute_names=["actions"])
-                return _snapshot(row)
-        except IntegrityError:
-            return None
+        return self._insert(row)
 
     def record_failure_seen(
         self,
@@ -443,6 +436,10 @@ class Ledger:
             last_error=reason,
             next_attempt_at=retry_at,
         )
+        return self._insert(row)
+
+    def _insert(self, row: MessageRow) -> Record | None:
+        """Insert a new message row; None when the unique (mailbox, message) row exists."""
         try:
             with self.session() as s:
                 s.add(row)
