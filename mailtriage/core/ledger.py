@@ -751,7 +751,14 @@ class Ledger:
         """Record that staff moved a triaged message to another category; False if no change."""
         with self.session() as s:
             row = s.get_one(MessageRow, row_id)
-            if row.category == to_category:
+            last = s.scalars(
+                select(CorrectionRow.to_category)
+                .where(CorrectionRow.message_id == row_id)
+                .order_by(CorrectionRow.id.desc())
+                .limit(1)
+            ).first()
+            # Unchanged, or the same move seen twice (two labels of one category): no news.
+            if (last or row.category) == to_category:
                 return False
             s.add(
                 CorrectionRow(
