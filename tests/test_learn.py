@@ -439,3 +439,43 @@ async def test_gmail_label_change_is_a_correction_that_changes_the_next_decision
     report = await sync()  # our RH labels on the second message: no correction
     assert report.corrections == 0 and ledger.correction_count() == 1
     assert "corrections 1 (50.0%)" in _stats(settings, monkeypatch, capsys)
+
+
+# -- wiring: the LLM's few-shot examples come from the ledger ------------------------------
+
+
+async def test_llm_few_shot_examples_are_the_nearest_learned_ones(
+    tmp_path: Path, embedder: Any
+) -> None:
+    from mailtriage.core.classifiers import build_learner
+    from mailtriage.sandbox.llm import DEFAULT_MODEL, SandboxLLM
+
+    with SandboxLLM() as llm:
+        settings = example_settings(
+            llm={
+                "base_url": llm.base_url,
+                "model": DEFAULT_MODEL,
+                "few_shot": 1,
+                "api_key_env": None,
+            },
+            classifier="llm",
+            state={"url": f"sqlite:///{tmp_path / 'state.db'}"},
+        )
+        ledger = Ledger(settings.state.url)
+        learner = build_learner(settings, ledger)
+        assert learner is not None
+        learner = Learner(settings, ledger, embedder)  # the session's model
+        learner.add([_message(BOX, *s) for s in APPLICATIONS], "rh", SOURCE_HISTORY)
+        learner.add([_message(BOX, *s) for s in INVOICES], "fournisseurs", SOURCE_HISTORY)
+        classifier = build_classifier(settings, ledger=ledger, learner=learner)
+        try:
+            await classifier.classify(_message(BOX, "Facture F-2024-131", "Notre facture jointe."))
+        finally:
+            await classifier.aclose()  # type: ignore[attr-defined]
+        messages = llm.bodies()[0]["messages"]
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    assert "Facture F-2024-118" in messages[1]["content"]  # the nearest: an invoice
+    assert '"category": "fournisseurs"' in messages[2]["content"]
+    # An LLM without few-shot reads no examples: no model, no learner.
+    no_shots = settings.model_copy(update={"llm": settings.llm.model_copy(update={"few_shot": 0})})
+    assert build_learner(no_shots, ledger) is None

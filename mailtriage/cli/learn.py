@@ -64,7 +64,7 @@ async def _learn(
     try:
         if not isinstance(box, HistorySource):
             raise ConfigError(f"{box.address}: this provider cannot list its folders")
-        learner = None if dry_run else Learner(settings, ledger)
+        learner = Learner(settings, ledger)  # the model loads only if something is added
         return await learn_mailbox(settings, box, learner, per_folder=per_folder, dry_run=dry_run)
     finally:
         await box.aclose()

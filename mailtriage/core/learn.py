@@ -131,7 +131,8 @@ async def learn_mailbox(
     dry_run: bool = False,
 ) -> LearnReport:
     """Read up to `per_folder` recent messages of every mapped folder and store them as
-    examples (skipping those already stored). `dry_run` (or no learner) stores nothing."""
+    examples (skipping those already stored). `dry_run` (or no learner) stores nothing,
+    and then counts what would be added."""
     started = time.perf_counter()
     report = LearnReport(mailbox=source.address)
     mapping = map_folders(settings, source.address, await source.folders())
