@@ -479,3 +479,14 @@ async def test_llm_few_shot_examples_are_the_nearest_learned_ones(
     # An LLM without few-shot reads no examples: no model, no learner.
     no_shots = settings.model_copy(update={"llm": settings.llm.model_copy(update={"few_shot": 0})})
     assert build_learner(no_shots, ledger) is None
+
+
+def test_examples_added_by_another_process_are_noticed(tmp_path: Path, embedder: Any) -> None:
+    settings = example_settings(state={"url": f"sqlite:///{tmp_path / 'state.db'}"})
+    service = Learner(settings, Ledger(settings.state.url), embedder)
+    assert service.source.examples_for(BOX) == []
+    other = Learner(settings, Ledger(settings.state.url), embedder)  # `mailtriage learn`
+    other.add([_message(BOX, *INVOICES[0])], "fournisseurs", SOURCE_HISTORY)
+    assert service.source.examples_for(BOX) == []  # cached within the refresh period
+    service.source.refresh_s = 0
+    assert [e.category for e in service.source.examples_for(BOX)] == ["fournisseurs"]
