@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Literal
 
 from mailtriage.core.config import Settings
 from mailtriage.core.errors import ConfigError
+from mailtriage.core.message import Message
 from mailtriage.core.ports import Classifier
 
 if TYPE_CHECKING:
@@ -79,4 +80,13 @@ def _few_shot(settings: Settings, learner: Learner | None) -> ExamplesFor | None
         return None
     from mailtriage.core.embedded import few_shot_hook
 
-    return few_shot_hook(learner.source, learner.embedder, settings.llm.few_shot)
+    nearest = few_shot_hook(learner.source, learner.embedder, settings.llm.few_shot)
+    source = learner.source
+
+    async def examples_for(message: Message) -> list[tuple[str, str]]:
+        # No example learned yet: no need to load the embedding model for an LLM install.
+        if not source.examples_for(message.mailbox):
+            return []
+        return await nearest(message)
+
+    return examples_for
