@@ -32,6 +32,10 @@ test: lint typecheck unit
 
 bench: $(STAMP)
 	$(BIN)/python bench/extraction.py
+	$(BIN)/python bench/prompt_tokens.py
+	$(BIN)/python bench/classification.py melusine
+	$(BIN)/python bench/graph_e2e.py --messages 60
+	$(BIN)/python bench/gmail_e2e.py --mailboxes 1 --mailboxes 10 --latency-ms 0
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

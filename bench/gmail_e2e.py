@@ -164,18 +164,9 @@ def main() -> None:
         help="llm.max_concurrency (default: 4, the example config's)",
     )
     parser.add_argument("--state-dir", help="where the SQLite ledger goes (default: $TMPDIR)")
-    parser.add_argument(
-        "--semaphore-on-classifier-only",
-        action="store_true",
-        help="experiment: drop the pipeline's process-wide limit around whole messages "
-        "(it also holds the Gmail actions, so one quota-bound mailbox blocks the others)",
-    )
     parser.add_argument("--json", action="store_true", help="print JSON lines")
     args = parser.parse_args()
     logs.configure(level="WARNING")
-    if args.semaphore_on_classifier_only:
-        _limit_classifier_only()
-        print("EXPERIMENT: pipeline concurrency limit on classification only")
     print(
         f"corpus: {len(DEMO_MAILS)} demo mails x {args.copies} per mailbox; emulator quota "
         "250 units/s per mailbox (enforced)"
@@ -191,22 +182,6 @@ def main() -> None:
             for conc in args.llm_concurrency or [4]:
                 figures = asyncio.run(run_case(n, latency, args.copies, conc, args.state_dir))
                 report(figures, conc, args.json)
-
-
-def _limit_classifier_only() -> None:
-    """Move Pipeline's llm.max_concurrency semaphore from whole messages to the classifier."""
-
-    async def guarded(self: Pipeline, mailbox: Any, message: Any) -> Any:
-        return await self.process(mailbox, message)
-
-    original = Pipeline._decide
-
-    async def decide(self: Pipeline, message: Any) -> Any:
-        async with self._limit:
-            return await original(self, message)
-
-    Pipeline._guarded = guarded  # type: ignore[method-assign]
-    Pipeline._decide = decide  # type: ignore[method-assign]
 
 
 def report(f: Figures, concurrency: int, as_json: bool) -> None:

@@ -22,7 +22,7 @@ from mailtriage.core.ledger import Ledger
 from mailtriage.core.pipeline import Outcome, Pipeline, RetryPolicy
 from mailtriage.core.runtime import Service, sync_all
 from mailtriage.sandbox.gmail import GmailEmulator, new_rsa_key
-from mailtriage.sandbox.gmail.server import free_port
+from mailtriage.sandbox.server import free_port
 from tests.gmail_fixtures import OTHER, SHARED, gm, rfc822
 from tests.helpers import ScriptedClassifier, by_subject, example_settings
 

@@ -259,7 +259,7 @@ def test_watch_and_signed_push_verifiable_with_google_auth(gm: GmailEmulator) ->
     from starlette.responses import Response
     from starlette.routing import Route
 
-    from mailtriage.sandbox.gmail.server import free_port
+    from mailtriage.sandbox.server import free_port
 
     received: list[tuple[str, dict[str, object]]] = []
 

@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 from mailtriage.connectors.gmail import GmailMailbox, GmailWatch, webhook_routes
 from mailtriage.core.ports import MemoryStateStore
 from mailtriage.sandbox.gmail import GmailEmulator, new_rsa_key
-from mailtriage.sandbox.gmail.server import free_port
+from mailtriage.sandbox.server import free_port
 from tests.gmail_fixtures import OTHER, SHARED, gm, gmail_settings, rfc822
 
 __all__ = ["gm"]

@@ -21,8 +21,8 @@ from mailtriage.core.pipeline import RetryPolicy as PipelineRetry
 from mailtriage.core.runtime import Service, sync_all
 from mailtriage.sandbox.graph import GraphEmulator
 from mailtriage.sandbox.graph.config import sandbox_settings
-from mailtriage.sandbox.graph.server import LoopServer
 from mailtriage.sandbox.llm import DEFAULT_MODEL, SandboxLLM
+from mailtriage.sandbox.server import LoopServer
 from tests.test_graph_connector import _no_backoff
 
 __all__ = ["_no_backoff"]

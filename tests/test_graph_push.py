@@ -16,7 +16,7 @@ from mailtriage.connectors.graph.client import build_client
 from mailtriage.connectors.graph.push import SUB_KEY, GraphPush
 from mailtriage.core.ports import MemoryStateStore
 from mailtriage.sandbox.graph import GraphEmulator
-from mailtriage.sandbox.graph.server import LoopServer
+from mailtriage.sandbox.server import LoopServer
 from tests.test_graph_connector import RH, SHARED, _no_backoff, emu, make_settings
 
 __all__ = ["_no_backoff", "emu"]

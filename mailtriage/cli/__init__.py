@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from mailtriage.core.errors import ConfigError, MailtriageError
 
@@ -38,10 +39,12 @@ def user_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except ConfigError as exc:
-            err_console.print(f"[red]configuration error:[/red] {exc}", highlight=False)
+            err_console.print(
+                f"[red]configuration error:[/red] {escape(str(exc))}", highlight=False
+            )
             raise typer.Exit(2) from None
         except MailtriageError as exc:
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+            err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err_console.print("interrupted")

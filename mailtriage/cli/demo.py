@@ -26,6 +26,8 @@ def demo(
     from mailtriage.sandbox import demo as sandbox_demo
 
     logs.configure(level="ERROR")
+    if not console.is_terminal:  # CI logs and pipes: room for the results table
+        console.width = max(console.width, 150)
     base = load(config) if config is not None else None
     outcome = asyncio.run(sandbox_demo.run(console, base=base, state_dir=state_dir))
     raise typer.Exit(sandbox_demo.demo_status(outcome))

@@ -197,7 +197,49 @@ def uninstall(config: ConfigOption = DEFAULT_CONFIG) -> None:
     asyncio.run(main())
 
 
+def doctor(config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Check the state database, the model endpoint and every configured provider."""
+    settings = load(config)
+    problems = 0
+    ledger = Ledger(settings.state.url)
+    ok = ledger.ping()
+    problems += not ok
+    console.print(
+        f"state database {ledger.display_url}: "
+        + ("[green]ok[/green]" if ok else "[red]down[/red]")
+    )
+    if settings.llm.configured:
+        from mailtriage.core.llm import llm_reachable
+
+        ok = llm_reachable(settings)
+        problems += not ok
+        console.print(
+            f"model {settings.llm.model} at {settings.llm.base_url}: "
+            + ("[green]reachable[/green]" if ok else "[red]not reachable[/red]")
+        )
+    else:
+        console.print("model: none configured, the embedded classifier decides")
+    providers = {m.provider for m in settings.mailboxes}
+    checks = []
+    if "graph" in providers:
+        from mailtriage.cli.graph import doctor as graph_doctor
+
+        checks.append(graph_doctor)
+    if "gmail" in providers:
+        from mailtriage.cli.gmail import doctor as gmail_doctor
+
+        checks.append(gmail_doctor)
+    for check in checks:
+        try:
+            check(config=config)
+        except typer.Exit as exc:
+            problems += exc.exit_code != 0
+    if problems:
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
+    app.command("doctor")(user_errors(doctor))
     app.command("run")(user_errors(run))
     app.command("sync")(user_errors(sync))
     app.command("uninstall")(user_errors(uninstall))

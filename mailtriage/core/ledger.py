@@ -106,6 +106,8 @@ class MessageRow(Base):
     status: Mapped[str] = mapped_column(String(16), index=True, default=Status.PENDING)
     skip_reason: Mapped[str] = mapped_column(String(300), default="")
     category: Mapped[str | None] = mapped_column(String(40), index=True)
+    # What the classifier said, before low confidence or an unknown key sent it to review.
+    decided_category: Mapped[str] = mapped_column(String(40), default="")
     confidence: Mapped[float | None] = mapped_column(Float)
     confidence_source: Mapped[str] = mapped_column(String(16), default="")
     reason: Mapped[str] = mapped_column(String(500), default="")
@@ -260,6 +262,7 @@ class Record:
     status: str
     skip_reason: str
     category: str | None
+    decided_category: str
     confidence: float | None
     reason: str
     classifier: str
@@ -293,6 +296,7 @@ def _snapshot(row: MessageRow) -> Record:
         status=row.status,
         skip_reason=row.skip_reason,
         category=row.category,
+        decided_category=row.decided_category,
         confidence=row.confidence,
         reason=row.reason,
         classifier=row.classifier,
@@ -463,6 +467,7 @@ class Ledger:
         with self.session() as s:
             row = s.get_one(MessageRow, row_id)
             row.category = plan.category
+            row.decided_category = decision.category[:40]
             row.confidence = decision.confidence
             row.confidence_source = str(decision.confidence_source)
             row.reason = decision.reason[:500]

@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
+import httpx
 import openai
 from openai.types.chat import ChatCompletion
 
@@ -378,3 +379,18 @@ class LLMClassifier:
             confidence_source=ConfidenceSource.NONE,
             **common,
         )
+
+
+def llm_reachable(settings: Settings) -> bool:
+    """True when the configured OpenAI-compatible endpoint answers /models quickly."""
+    if not settings.llm.configured:
+        return False
+    try:
+        resp = httpx.get(
+            settings.llm.base_url.rstrip("/") + "/models",
+            headers={"Authorization": f"Bearer {settings.llm.api_key()}"},
+            timeout=2.0,
+        )
+    except (httpx.HTTPError, OSError):
+        return False
+    return resp.status_code == 200

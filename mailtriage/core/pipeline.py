@@ -144,7 +144,7 @@ class Pipeline:
             report.pages += 1
             for failure in page.failures:
                 report.results.append(await self._record_unreadable(mailbox.address, failure))
-            results = await asyncio.gather(*(self._guarded(mailbox, m) for m in page.messages))
+            results = await asyncio.gather(*(self.process(mailbox, m) for m in page.messages))
             report.results.extend(results)
             for change in page.moves:
                 report.corrections += await self._record_move(mailbox, change)
@@ -157,10 +157,6 @@ class Pipeline:
         metrics.LAST_SYNC.labels(mailbox.address).set(now)
         metrics.SYNC_LAG.labels(mailbox.address).set(0)
         return report
-
-    async def _guarded(self, mailbox: Mailbox, message: Message) -> Result:
-        async with self._limit:
-            return await self.process(mailbox, message)
 
     async def process(self, mailbox: Mailbox, message: Message) -> Result:
         """Handle one new message exactly once."""
@@ -195,7 +191,10 @@ class Pipeline:
             metrics.MODEL_CALLS_SAVED.labels("rule").inc()
             return decision
         started = time.perf_counter()
-        decision = await self.classifier.classify(message)
+        # Only classification is bounded here: provider calls have their own per-mailbox
+        # limits, and holding a slot across them would serialise the mailboxes.
+        async with self._limit:
+            decision = await self.classifier.classify(message)
         metrics.CLASSIFIER_LATENCY.labels(decision.classifier).observe(
             time.perf_counter() - started
         )

@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import signal
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -43,6 +45,18 @@ from mailtriage.core.ports import Classifier, Mailbox, PushChannel
 from mailtriage.core.sync import SyncCoordinator
 
 log = structlog.get_logger("mailtriage.runtime")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal capture: the service stops itself in order.
+
+    uvicorn re-raises a captured SIGTERM once it has stopped serving, which would kill the
+    process before in-flight syncs finish and leases are released.
+    """
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 def default_owner() -> str:
@@ -205,9 +219,24 @@ class Service:
             lifespan="off",
             access_log=False,
         )
-        self._server = uvicorn.Server(config)
+        self._server = server = _Server(config)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
         sched = self.scheduler()
-        sched.start()
+        serving = asyncio.create_task(server.serve())
+        try:
+            # Push installation needs the webhook up: Graph validates the URL at creation.
+            while not server.started and not serving.done():
+                await asyncio.sleep(0.02)
+            if not serving.done():
+                sched.start()
+                await self._start_intake()
+            await serving
+        finally:
+            await self.shutdown(sched if sched.running else None)
+
+    async def _start_intake(self) -> None:
         for push in self.pushes:
             try:
                 await push.install()
@@ -216,12 +245,10 @@ class Service:
         for address in self.mailboxes:
             self.coordinator.trigger_nowait(address)
         log.info("started", owner=self.owner, mailboxes=len(self.mailboxes))
-        try:
-            await self._server.serve()
-        finally:
-            await self.shutdown(sched)
 
     def request_stop(self) -> None:
+        """Stop intake; `serve` then finishes in-flight work and returns."""
+        log.info("stop requested", owner=self.owner)
         if self._server is not None:
             self._server.should_exit = True
 

@@ -22,7 +22,6 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 from rich.console import Console
 from rich.table import Table
 
@@ -31,6 +30,7 @@ from mailtriage.core.actions import Forward, Label, MarkRead, Move
 from mailtriage.core.classifiers import build_classifier, build_learner
 from mailtriage.core.config import Settings, parse_settings
 from mailtriage.core.ledger import Ledger, Status
+from mailtriage.core.llm import llm_reachable
 from mailtriage.core.pipeline import Outcome, Pipeline, SyncReport
 from mailtriage.core.runtime import sync_all
 from mailtriage.data import EXAMPLE_CONFIG
@@ -138,21 +138,6 @@ def demo_settings(
     return parse_settings(data, "demo")
 
 
-def llm_reachable(settings: Settings) -> bool:
-    """True when the configured OpenAI-compatible endpoint answers /models quickly."""
-    if not settings.llm.configured:
-        return False
-    try:
-        resp = httpx.get(
-            settings.llm.base_url.rstrip("/") + "/models",
-            headers={"Authorization": f"Bearer {settings.llm.api_key()}"},
-            timeout=2.0,
-        )
-    except (httpx.HTTPError, OSError):
-        return False
-    return resp.status_code == 200
-
-
 async def run(
     console: Console, *, base: Settings | None = None, state_dir: Path | None = None
 ) -> DemoOutcome:
@@ -232,6 +217,10 @@ def print_results(
     console: Console, settings: Settings, ledger: Ledger, expected: dict[str, str]
 ) -> None:
     providers = {m.address: m.provider for m in settings.mailboxes}
+    short = {
+        m.address: ("M365 " if m.provider == "graph" else "Gmail ") + m.address.split("@")[0]
+        for m in settings.mailboxes
+    }
     names = {c.key: c.name for c in settings.categories}
     rows = sorted(ledger.recent(limit=10_000), key=lambda r: (r.mailbox, r.id))
     table = Table(title="mailtriage demo: what was done natively", show_lines=False)
@@ -243,7 +232,7 @@ def print_results(
         provider = providers.get(r.mailbox, "")
         want = expected.get(f"{r.mailbox}|{r.internet_message_id}")
         if r.status == Status.SKIPPED:
-            table.add_row(r.mailbox, r.subject[:55], "(skipped)", "", r.skip_reason)
+            table.add_row(short[r.mailbox], r.subject[:55], "(skipped)", "", r.skip_reason)
             per_cat["(skipped)"] += 1
             hits += want == "skip"
             total += 1
@@ -253,10 +242,11 @@ def print_results(
         done = " + ".join(native(provider, a) for s, a, _ in r.actions if s == "applied")
         if r.status not in (Status.DONE,):
             done = f"[yellow]{r.status}[/yellow] {r.last_error[:60]}"
+        unsure = names.get(r.decided_category, r.decided_category)
         table.add_row(
-            r.mailbox,
+            short[r.mailbox],
             r.subject[:55],
-            names.get(cat, cat) + (" (unsure)" if r.routed_to_review else ""),
+            names.get(cat, cat) + (f" (unsure: {unsure}?)" if r.routed_to_review else ""),
             f"{r.confidence:.2f}" if r.confidence is not None else "",
             done,
         )

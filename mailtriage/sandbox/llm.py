@@ -22,7 +22,6 @@ import asyncio
 import json
 import math
 import re
-import socket
 import threading
 import time
 import uuid
@@ -30,11 +29,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from mailtriage.sandbox.server import ThreadedServer
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -451,9 +451,7 @@ class SandboxLLM:
         self._in_flight = 0
         self.max_in_flight = 0
         self._closing = threading.Event()
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._socket: socket.socket | None = None
+        self._server: ThreadedServer | None = None
         self.port = port  # 0: a free port, known once started
         self.app = Starlette(
             routes=[
@@ -469,40 +467,15 @@ class SandboxLLM:
         return f"http://{self.host}:{self.port}/v1"
 
     def start(self) -> SandboxLLM:
-        # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on sockets whose proto says TCP
-        # (without it every response waits ~40 ms for a delayed ACK).
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        self.port = sock.getsockname()[1]
-        self._socket = sock
-        config = uvicorn.Config(
-            self.app,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            timeout_graceful_shutdown=1,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, daemon=True, name="sandbox-llm"
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("sandbox LLM server did not start")
-            time.sleep(0.005)
+        self._server = ThreadedServer(self.app, self.host, port=self.port, name="sandbox-llm")
+        self._server.start()
+        self.port = self._server.port
         return self
 
     def stop(self) -> None:
         self._closing.set()
         if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        if self._socket is not None:
-            self._socket.close()
+            self._server.stop()
 
     def __enter__(self) -> SandboxLLM:
         return self.start()

@@ -32,6 +32,7 @@ from mailtriage.connectors.gmail.errors import GMAIL_MODIFY, is_retryable, trans
 from mailtriage.connectors.gmail.quota import COSTS, QuotaLimiter
 from mailtriage.core.config import GmailSettings
 from mailtriage.core.errors import AuthError, ConfigError, ThrottledError
+from mailtriage.core.metrics import THROTTLED
 
 T = TypeVar("T")
 Build = Callable[[Any], HttpRequest]  # users() resource -> request
@@ -196,6 +197,7 @@ class GmailClient:
             except Exception as exc:
                 if is_retryable(exc) and attempt < self.retry.max_retries:
                     self.stats.retries += 1
+                    THROTTLED.labels("gmail", self.address).inc()
                     await asyncio.sleep(self.retry.delay(attempt))
                     attempt += 1
                     continue
@@ -226,6 +228,7 @@ class GmailClient:
                         results[index] = translate(exc, self.address, self.client_id)
             if retry:
                 self.stats.retries += len(retry)
+                THROTTLED.labels("gmail", self.address).inc(len(retry))
                 await asyncio.sleep(self.retry.delay(attempt))
                 attempt += 1
             pending = retry

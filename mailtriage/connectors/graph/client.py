@@ -34,6 +34,7 @@ from msgraph_core import GraphClientFactory
 
 from mailtriage.core.config import GraphSettings, read_secret
 from mailtriage.core.errors import ConfigError
+from mailtriage.core.metrics import THROTTLED
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 RETRY_STATUSES = frozenset({429, 503, 504})
@@ -133,6 +134,7 @@ class GraphTransport(httpx.AsyncBaseTransport):
             await response.aclose()
             attempt += 1
             self.retries += 1
+            THROTTLED.labels("graph", key).inc()
             if delay:
                 await asyncio.sleep(delay)
 

@@ -72,11 +72,7 @@ from mailtriage.core.errors import (
 )
 from mailtriage.core.message import Attachment, Message
 from mailtriage.core.ports import ActionResult, Change, ChangePage, Failure, StateStore
-
-try:
-    from mailtriage.core.rules import LOOP_HEADER
-except ImportError:  # until the lead's rules module lands
-    LOOP_HEADER = "X-Mailtriage"
+from mailtriage.core.rules import LOOP_HEADER
 
 log = logging.getLogger(__name__)
 

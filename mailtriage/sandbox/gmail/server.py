@@ -6,7 +6,6 @@ import base64
 import datetime as dt
 import json
 import queue
-import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -14,17 +13,11 @@ from types import TracebackType
 from typing import Any
 
 import httpx
-import uvicorn
 
 from mailtriage.sandbox.gmail.app import build_app
 from mailtriage.sandbox.gmail.keys import PushSigner, ServiceAccountKey
 from mailtriage.sandbox.gmail.state import GmailState, StoredMessage
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from mailtriage.sandbox.server import ThreadedServer, loopback_socket
 
 
 @dataclass
@@ -170,36 +163,24 @@ class GmailEmulator:
             self.state.add_user(user)
         self.service_account, self.signer = _test_keys()
         self.pusher = Pusher(self.state, self.signer)
-        self.port = free_port()
+        # The port is taken now (tests write configurations before starting the server).
+        self._socket = loopback_socket()
+        self.port = int(self._socket.getsockname()[1])
         self.url = f"http://127.0.0.1:{self.port}/"
         app = build_app(self.state, self.service_account, self.signer, lambda: self.token_uri)
-        config = uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=self.port,
-            log_level="warning",
-            lifespan="off",
-            access_log=False,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="gmail-emulator", daemon=True)
+        self._server = ThreadedServer(app, port=self.port, name="gmail-emulator")
 
     # -- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> GmailEmulator:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("Gmail emulator did not start")
-            time.sleep(0.01)
+        self._socket.close()
+        self._server.start()
         self.pusher.start()
         return self
 
     def stop(self) -> None:
         self.pusher.close()
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
+        self._server.stop()
 
     def __enter__(self) -> GmailEmulator:
         return self.start()

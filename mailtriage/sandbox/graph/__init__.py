@@ -30,7 +30,6 @@ from typing import Any
 import httpx
 
 from mailtriage.sandbox.graph.routes import GraphApp
-from mailtriage.sandbox.graph.server import ThreadedServer
 from mailtriage.sandbox.graph.state import (
     ALL_PERMISSIONS,
     Fault,
@@ -43,6 +42,7 @@ from mailtriage.sandbox.graph.state import (
     message_id,
     new_id,
 )
+from mailtriage.sandbox.server import ThreadedServer
 
 __all__ = ["ALL_PERMISSIONS", "GraphEmulator", "LoggedRequest", "StoredMessage", "ThreadedServer"]
 
@@ -328,7 +328,7 @@ class GraphEmulator:
         """
         import tempfile
 
-        from mailtriage.sandbox.graph.server import self_signed_cert
+        from mailtriage.sandbox.server import self_signed_cert
 
         if self._tls is None:
             self._tls_dir = tempfile.TemporaryDirectory()

@@ -1,4 +1,10 @@
-"""Run any ASGI app with uvicorn in a background thread on 127.0.0.1 and a free port."""
+"""Loopback HTTP servers for the emulators, tests and benchmarks.
+
+`ThreadedServer` runs an ASGI app under uvicorn in a background thread, `LoopServer` inside
+the running event loop. Both bind 127.0.0.1 on a free port with TCP_NODELAY: asyncio sets
+it only on sockets created with IPPROTO_TCP, and without it every response waits ~40 ms
+for a delayed ACK.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,22 @@ import uvicorn
 from starlette.types import ASGIApp
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that was free a moment ago (for configs written before a server starts)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def loopback_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
+    """A bound TCP socket with TCP_NODELAY, ready to hand to uvicorn."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind((host, port))
+    return sock
+
+
 class ThreadedServer:
     """`with ThreadedServer(app) as srv: srv.url` — a real HTTP server for tests and benches."""
 
@@ -20,12 +42,15 @@ class ThreadedServer:
         app: ASGIApp,
         host: str = "127.0.0.1",
         *,
+        port: int = 0,
         certfile: str | None = None,
         keyfile: str | None = None,
+        name: str = "loopback-server",
     ) -> None:
         self.app = app
         self.host = host
-        self.port = 0
+        self.port = port
+        self.name = name
         self.certfile, self.keyfile = certfile, keyfile
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -35,10 +60,7 @@ class ThreadedServer:
         return f"{'https' if self.certfile else 'http'}://{self.host}:{self.port}"
 
     def start(self) -> ThreadedServer:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.bind((self.host, 0))
+        sock = loopback_socket(self.host, self.port)
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
             self.app,
@@ -46,12 +68,13 @@ class ThreadedServer:
             lifespan="off",
             access_log=False,
             timeout_keep_alive=30,
+            timeout_graceful_shutdown=1,
             ssl_certfile=self.certfile,
             ssl_keyfile=self.keyfile,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, daemon=True
+            target=self._server.run, kwargs={"sockets": [sock]}, daemon=True, name=self.name
         )
         self._thread.start()
         deadline = time.monotonic() + 10
@@ -140,10 +163,7 @@ class LoopServer:
         return f"http://{self.host}:{self.port}"
 
     async def __aenter__(self) -> LoopServer:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.bind((self.host, 0))
+        sock = loopback_socket(self.host)
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(self.app, log_level="warning", lifespan="off", access_log=False)
         self._server = uvicorn.Server(config)
