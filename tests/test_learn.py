@@ -490,3 +490,31 @@ def test_examples_added_by_another_process_are_noticed(tmp_path: Path, embedder:
     assert service.source.examples_for(BOX) == []  # cached within the refresh period
     service.source.refresh_s = 0
     assert [e.category for e in service.source.examples_for(BOX)] == ["fournisseurs"]
+
+
+async def test_graph_moves_read_before_a_crash_are_read_again(
+    emu: GraphEmulator, tmp_path: Path, embedder: Any
+) -> None:
+    settings = graph_settings(emu, tmp_path / "state.db")
+    for c in settings.categories:
+        if c.actions.move_to:
+            emu.ensure_folder(BOX, f"Inbox/{c.actions.move_to}")
+    ledger = Ledger(settings.state.url)
+    learner = Learner(settings, ledger, embedder)
+    classifier = build_classifier(settings, "embedded", ledger=ledger, learner=learner)
+    box = graph_box(settings, ledger)
+    await _sync(settings, ledger, classifier, learner, [box])
+    first = emu.deliver(BOX, subject=chairs(7, 4)[0], body=chairs(7, 4)[1], sender="p@example.org")
+    await _sync(settings, ledger, classifier, learner, [box])
+    emu.move(BOX, first.immutable_id, "Inbox/Triage/Clients")
+    page = await box.changes(ledger.get_cursor(BOX))  # read, then the process dies
+    assert [(c.provider_id, c.location) for c in page.moves] == [
+        (first.immutable_id, "Triage/Clients")
+    ]
+    await box.aclose()
+    box = graph_box(settings, ledger)  # restarted
+    try:
+        report = (await _sync(settings, ledger, classifier, learner, [box]))[BOX]
+    finally:
+        await box.aclose()
+    assert report.corrections == 1 and ledger.correction_count() == 1

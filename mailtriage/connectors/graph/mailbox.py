@@ -135,6 +135,9 @@ class GraphMailbox:
         self._missing: dict[str, float] = {}  # folder path → when it was not found
         self._folder_lock = asyncio.Lock()
         self._history_index: dict[str, str] | None = None  # `learn`: folder path → id
+        # Category-folder delta links read but not yet saved: saved at the next `changes()`
+        # call, i.e. once the pipeline has recorded the moves (a crash replays them).
+        self._pending_links: dict[str, str] = {}
 
     @classmethod
     def from_settings(
@@ -228,6 +231,9 @@ class GraphMailbox:
         An expired or invalid token restarts from `graph.resync_window_hours` ago: the
         ledger (and the processed marker) make sure nothing is handled twice.
         """
+        for key, link in self._pending_links.items():
+            await self.store.put(self.address, key, link)
+        self._pending_links.clear()
         url = cursor or self._delta_url(self._first_start())
         try:
             resp = await self._delta(url)
@@ -291,9 +297,10 @@ class GraphMailbox:
         """Messages that arrived in a category folder since the last sync.
 
         One created-only delta per existing category folder and sync, cursor per folder in
-        the StateStore (first run: from now). Our own moves arrive there too and map to
-        the category already recorded, so the pipeline ignores them. A failure here is
-        logged and never holds up intake.
+        the StateStore (first run: from now), saved at the next call once the pipeline has
+        recorded these moves. Our own moves arrive there too and map to the category
+        already recorded, so the pipeline ignores them. A failure here is logged and never
+        holds up intake.
         """
         moves: list[Change] = []
         for path in self._tracked_folders():
@@ -333,7 +340,8 @@ class GraphMailbox:
                         )
                     )
             url = resp.get("@odata.nextLink") or resp.get("@odata.deltaLink") or url
-            await self.store.put(self.address, key, url)
+            if url:
+                self._pending_links[key] = url
             if not resp.get("@odata.nextLink"):
                 break
         return out
