@@ -58,6 +58,7 @@ _COMMAND_MODULES = [
     "mailtriage.cli.preview",
     "mailtriage.cli.records",
     "mailtriage.cli.eval",
+    "mailtriage.cli.learn",
     "mailtriage.cli.service",
     "mailtriage.cli.demo",
     "mailtriage.cli.graph",

@@ -93,7 +93,9 @@ def classify(
     settings = load(config)
     if classifier not in (None, "llm", "embedded", "cascade"):
         raise typer.BadParameter("use llm, embedded or cascade", param_hint="--classifier")
-    clf = build_classifier(settings, classifier)  # type: ignore[arg-type]
+    # The ledger's learned examples, when there is a ledger already (preview creates none).
+    ledger = _existing_ledger(settings)
+    clf = build_classifier(settings, classifier, ledger=ledger)  # type: ignore[arg-type]
 
     async def run() -> list[dict[str, Any]]:
         return [await _preview(settings, clf, p) for p in files]
@@ -126,6 +128,15 @@ def classify(
             " + ".join(r["actions"]) or "nothing",
         )
     console.print(table)
+
+
+def _existing_ledger(settings: Settings) -> Ledger | None:
+    url = settings.state.url
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        if str(path) != ":memory:" and not path.exists():
+            return None
+    return Ledger(url, store_text=settings.store_text)
 
 
 def register(app: typer.Typer) -> None:

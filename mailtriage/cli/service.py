@@ -14,11 +14,12 @@ from rich.table import Table
 from mailtriage.cli import console, user_errors
 from mailtriage.cli.options import DEFAULT_CONFIG, ConfigOption, load, parse_period
 from mailtriage.core import logs
-from mailtriage.core.classifiers import build_classifier
+from mailtriage.core.classifiers import build_classifier, build_learner
 from mailtriage.core.config import Settings
 from mailtriage.core.errors import ConfigError
 from mailtriage.core.ledger import Ledger
-from mailtriage.core.pipeline import Outcome, Pipeline, Result, SyncReport
+from mailtriage.core.pipeline import OnCorrection, Outcome, Pipeline, Result, SyncReport
+from mailtriage.core.ports import Classifier
 from mailtriage.core.runtime import Service, sync_all
 
 
@@ -60,12 +61,20 @@ def run(
     if not settings.mailboxes:
         raise ConfigError(f"{config}: no [[mailbox]] configured")
     ledger = Ledger(settings.state.url, store_text=settings.store_text)
-    classifier = build_classifier(settings)
+    learner = build_learner(settings, ledger)
+    classifier = build_classifier(settings, ledger=ledger, learner=learner)
 
     async def main() -> None:
         mailboxes = build_mailboxes(settings, ledger)
         pushes = build_pushes(settings, ledger, mailboxes)
-        service = Service(settings, ledger, classifier, mailboxes, pushes)
+        service = Service(
+            settings,
+            ledger,
+            classifier,
+            mailboxes,
+            pushes,
+            on_correction=learner.on_correction if learner else None,
+        )
         await service.serve(host=host, port=port)
 
     asyncio.run(main())
@@ -87,18 +96,26 @@ def sync(
     settings = _with_overrides(settings, since_days=since_days, dry_run=dry_run)
     logs.configure(level="WARNING")
     ledger = Ledger(settings.state.url, store_text=settings.store_text)
-    classifier = build_classifier(settings)
+    learner = build_learner(settings, ledger)
+    classifier = build_classifier(settings, ledger=ledger, learner=learner)
     if since_days is not None:
         for mb in settings.mailboxes:  # restart from the window; the ledger dedups
             ledger.set_cursor(mb.address, None)
-    reports = asyncio.run(_sync_with_progress(settings, ledger, classifier))
+    reports = asyncio.run(
+        _sync_with_progress(
+            settings, ledger, classifier, learner.on_correction if learner else None
+        )
+    )
     console.print(summary_table(reports))
     if any(isinstance(r, Exception) for r in reports.values()):
         raise typer.Exit(1)
 
 
 async def _sync_with_progress(
-    settings: Settings, ledger: Ledger, classifier: object
+    settings: Settings,
+    ledger: Ledger,
+    classifier: Classifier,
+    on_correction: OnCorrection | None = None,
 ) -> dict[str, SyncReport | Exception]:
     from mailtriage.connectors import build_mailboxes
 
@@ -129,7 +146,9 @@ async def _sync_with_progress(
                 f"acted {counts['acted']} · {rate:.1f}/s",
             )
 
-        pipeline = Pipeline(settings, ledger, classifier, on_result=on_result)  # type: ignore[arg-type]
+        pipeline = Pipeline(
+            settings, ledger, classifier, on_result=on_result, on_correction=on_correction
+        )
         mailboxes = build_mailboxes(settings, ledger)
         try:
             reports = await sync_all(pipeline, mailboxes)

@@ -8,6 +8,7 @@ neither depends on the ledger.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -103,28 +104,46 @@ class _ExampleRow(Protocol):
 class _ExampleStore(Protocol):
     def examples(self, mailbox: str | None = None) -> Sequence[_ExampleRow]: ...
 
+    def examples_stamp(self, mailbox: str | None = None) -> tuple[int, int]: ...
+
+
+# Seconds between checks that another process (`mailtriage learn`) added examples.
+REFRESH_S = 30.0
+
 
 class LedgerExampleSource:
     """ExampleSource over the ledger's `examples` table (`Ledger.examples(mailbox)`).
 
     The ledger stores vectors without the model's name; they are taken to come from
     `embedder` (the configured backend). Rows are cached per mailbox, since every
-    classification reads them: call `invalidate()` after `learn` or a correction.
+    classification reads them: `invalidate()` after adding examples in this process;
+    what another process adds (`mailtriage learn` beside the service) is noticed within
+    `refresh_s` through a cheap count/max-id stamp.
     """
 
-    def __init__(self, store: _ExampleStore, embedder: str) -> None:
+    def __init__(self, store: _ExampleStore, embedder: str, *, refresh_s: float = REFRESH_S):
         self.store = store
         self.embedder = embedder
-        self._cache: dict[str | None, list[Example]] = {}
+        self.refresh_s = refresh_s
+        # mailbox → (stamp, checked at, examples)
+        self._cache: dict[str | None, tuple[tuple[int, int], float, list[Example]]] = {}
 
     def invalidate(self) -> None:
         self._cache.clear()
 
     def examples_for(self, mailbox: str | None) -> list[Example]:
         key = mailbox.lower() if mailbox else None
-        if key not in self._cache:
-            self._cache[key] = [self._example(row) for row in self.store.examples(key)]
-        return list(self._cache[key])
+        now = time.monotonic()
+        cached = self._cache.get(key)
+        if cached is not None and now - cached[1] < self.refresh_s:
+            return list(cached[2])
+        stamp = self.store.examples_stamp(key)
+        if cached is not None and cached[0] == stamp:
+            self._cache[key] = (stamp, now, cached[2])
+            return list(cached[2])
+        examples = [self._example(row) for row in self.store.examples(key)]
+        self._cache[key] = (stamp, now, examples)
+        return list(examples)
 
     def nearest(
         self, vector: Sequence[float], k: int, *, mailbox: str | None = None

@@ -749,11 +749,27 @@ class Ledger:
                 q = q.where(ExampleRow.mailbox == mailbox)
             return list(s.scalars(q).all())
 
+    def examples_stamp(self, mailbox: str | None = None) -> tuple[int, int]:
+        """(count, highest id) of the examples of `mailbox`: changes when any is added."""
+        with self.session() as s:
+            q = select(func.count(), func.max(ExampleRow.id)).select_from(ExampleRow)
+            if mailbox:
+                q = q.where(ExampleRow.mailbox == mailbox)
+            count, top = s.execute(q).one()
+            return int(count or 0), int(top or 0)
+
     def record_correction(self, row_id: int, to_category: str) -> bool:
         """Record that staff moved a triaged message to another category; False if no change."""
         with self.session() as s:
             row = s.get_one(MessageRow, row_id)
-            if row.category == to_category:
+            last = s.scalars(
+                select(CorrectionRow.to_category)
+                .where(CorrectionRow.message_id == row_id)
+                .order_by(CorrectionRow.id.desc())
+                .limit(1)
+            ).first()
+            # Unchanged, or the same move seen twice (two labels of one category): no news.
+            if (last or row.category) == to_category:
                 return False
             s.add(
                 CorrectionRow(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -33,6 +33,7 @@ from mailtriage.core.errors import (
     NotFoundError,
 )
 from mailtriage.core.ledger import ActionState, Ledger, Record, Status, utcnow
+from mailtriage.core.locations import category_of_location
 from mailtriage.core.message import Message
 from mailtriage.core.ports import ActionResult, Change, Classifier, Failure, Mailbox
 
@@ -52,6 +53,11 @@ class RetryPolicy:
 
 
 DEFAULT_RETRY = RetryPolicy()
+
+# Called after a correction is recorded: (mailbox, the staff move, the new category key).
+# `mailtriage.core.learn.Learner.on_correction` adds the message as an example; the
+# pipeline itself stays free of the embedding model.
+OnCorrection = Callable[[Mailbox, Change, str], Awaitable[None]]
 
 
 class Outcome:
@@ -112,6 +118,7 @@ class Pipeline:
         owner: str = "",
         retry: RetryPolicy = DEFAULT_RETRY,
         on_result: Callable[[Result], None] | None = None,
+        on_correction: OnCorrection | None = None,
         exclusive: bool = False,
     ) -> None:
         self.settings = settings
@@ -120,6 +127,7 @@ class Pipeline:
         self.owner = owner
         self.retry = retry
         self.on_result = on_result
+        self.on_correction = on_correction
         self._limit = asyncio.Semaphore(settings.llm.max_concurrency)
         # With the mailbox lease held (exclusive), a pending row at sync time cannot be in
         # flight anywhere else: it was interrupted and is resumed at once.
@@ -139,7 +147,7 @@ class Pipeline:
             results = await asyncio.gather(*(self.process(mailbox, m) for m in page.messages))
             report.results.extend(results)
             for change in page.moves:
-                report.corrections += await self._record_move(mailbox.address, change)
+                report.corrections += await self._record_move(mailbox, change)
             cursor = page.cursor or cursor
             await self.ledger.run(self.ledger.set_cursor, mailbox.address, cursor)
             if not page.more:
@@ -303,8 +311,12 @@ class Pipeline:
             self.on_result(result)
         return result
 
-    async def _record_move(self, address: str, change: Change) -> int:
-        """A staff move of a triaged message into another category's place: a correction."""
+    async def _record_move(self, mailbox: Mailbox, change: Change) -> int:
+        """A staff move of a triaged message into another category's place: a correction.
+
+        Our own label/move lands in the triaged category's place and is no correction.
+        """
+        address = mailbox.address
         key = self.category_of_location(address, change.location)
         if key is None:
             return 0
@@ -323,21 +335,21 @@ class Pipeline:
             from_category=row.category,
             to_category=key,
         )
+        if self.on_correction is not None:
+            try:
+                await self.on_correction(mailbox, change, key)
+            except MailtriageError as exc:  # the correction stays recorded
+                log.warning(
+                    "correction not learned",
+                    mailbox=address,
+                    message_id=change.provider_id,
+                    error=str(exc)[:300],
+                )
         return 1
 
     def category_of_location(self, address: str, location: str) -> str | None:
-        """Which category a folder path or label stands for (folder_map, then move_to/label)."""
-        mb = self.settings.mailbox(address)
-        loc = location.strip("/").lower()
-        if mb is not None:
-            for folder, key in mb.folder_map.items():
-                if folder.strip("/").lower() == loc:
-                    return key
-        for cat in self.settings.categories_for(address):
-            names = {cat.actions.move_to, cat.actions.label}
-            if any(n and n.strip("/").lower() == loc for n in names):
-                return cat.key
-        return None
+        """Which category a folder path or label stands for (see `core.locations`)."""
+        return category_of_location(self.settings, address, location)
 
     # -- retries -------------------------------------------------------------------------
 

@@ -159,3 +159,21 @@ class PushChannel(Protocol):
     async def uninstall(self) -> None:
         """Delete every subscription/watch this installation created."""
         ...
+
+
+@runtime_checkable
+class HistorySource(Protocol):
+    """A mailbox whose hand-sorted folders or labels can be read (`mailtriage learn`).
+
+    Read-only: nothing here changes the mailbox.
+    """
+
+    address: str
+
+    async def folders(self) -> list[str]:
+        """Folder paths (Graph, relative to the Inbox when under it) or user label names."""
+        ...
+
+    async def sample(self, location: str, limit: int) -> list[Message]:
+        """Up to `limit` most recent messages in that folder or label."""
+        ...

@@ -34,7 +34,13 @@ from mailtriage.core import metrics
 from mailtriage.core.config import Settings
 from mailtriage.core.errors import AccessDeniedError, AuthError, MailtriageError
 from mailtriage.core.ledger import Ledger, utcnow
-from mailtriage.core.pipeline import DEFAULT_RETRY, Pipeline, RetryPolicy, SyncReport
+from mailtriage.core.pipeline import (
+    DEFAULT_RETRY,
+    OnCorrection,
+    Pipeline,
+    RetryPolicy,
+    SyncReport,
+)
 from mailtriage.core.ports import Classifier, Mailbox, PushChannel
 from mailtriage.core.sync import SyncCoordinator
 
@@ -79,6 +85,7 @@ class Service:
         owner: str | None = None,
         retry: RetryPolicy = DEFAULT_RETRY,
         shutdown_grace_s: float = 20.0,
+        on_correction: OnCorrection | None = None,
     ) -> None:
         self.settings = settings
         self.ledger = ledger
@@ -87,7 +94,13 @@ class Service:
         self.pushes = list(pushes)
         self.classifier = classifier
         self.pipeline = Pipeline(
-            settings, ledger, classifier, owner=self.owner, retry=retry, exclusive=True
+            settings,
+            ledger,
+            classifier,
+            owner=self.owner,
+            retry=retry,
+            exclusive=True,
+            on_correction=on_correction,
         )
         self.coordinator = SyncCoordinator(self.sync)
         self.health = {a: MailboxHealth() for a in self.mailboxes}

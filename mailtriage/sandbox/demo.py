@@ -27,7 +27,7 @@ from rich.table import Table
 
 from mailtriage.connectors import build_mailboxes
 from mailtriage.core.actions import Forward, Label, MarkRead, Move
-from mailtriage.core.classifiers import build_classifier
+from mailtriage.core.classifiers import build_classifier, build_learner
 from mailtriage.core.config import Settings, parse_settings
 from mailtriage.core.ledger import Ledger, Status
 from mailtriage.core.llm import llm_reachable
@@ -161,10 +161,12 @@ async def run(
             highlight=False,
         )
         ledger = Ledger(settings.state.url)
-        classifier = build_classifier(settings)
-        first = await _pass(settings, ledger, classifier)
+        learner = build_learner(settings, ledger)
+        classifier = build_classifier(settings, ledger=ledger, learner=learner)
+        hook = learner.on_correction if learner else None
+        first = await _pass(settings, ledger, classifier, hook)
         print_results(console, settings, ledger, expected)
-        second = await _pass(settings, ledger, classifier)
+        second = await _pass(settings, ledger, classifier, hook)
         outcome = DemoOutcome(first, second, expected, time.monotonic() - started)
         print_forwards(console, graph, gmail)
     closer = getattr(classifier, "aclose", None)
@@ -185,9 +187,9 @@ def parse_settings_file() -> Settings:
 
 
 async def _pass(
-    settings: Settings, ledger: Ledger, classifier: Any
+    settings: Settings, ledger: Ledger, classifier: Any, on_correction: Any = None
 ) -> dict[str, SyncReport | Exception]:
-    pipeline = Pipeline(settings, ledger, classifier)
+    pipeline = Pipeline(settings, ledger, classifier, on_correction=on_correction)
     mailboxes = build_mailboxes(settings, ledger)
     try:
         return dict(await sync_all(pipeline, mailboxes))

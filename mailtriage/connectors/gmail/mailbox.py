@@ -37,7 +37,7 @@ from mailtriage.core.errors import (
     ThrottledError,
 )
 from mailtriage.core.message import Message
-from mailtriage.core.ports import ActionResult, ChangePage, Failure, StateStore
+from mailtriage.core.ports import ActionResult, Change, ChangePage, Failure, StateStore
 
 log = logging.getLogger(__name__)
 RAW_CACHE_BYTES = 64 * 1024 * 1024
@@ -163,20 +163,25 @@ class GmailMailbox:
         return page
 
     async def _history_page(self, start: int) -> ChangePage:
+        """New inbox messages, and user labels added to messages (staff corrections).
+
+        No `labelId=INBOX` filter: a staff move removes INBOX in the same change that adds
+        the label, so the record would be filtered out; inbox arrivals are picked out here.
+        """
         try:
             history = await self.client.call(
                 "history.list",
                 lambda u: u.history().list(
                     userId=self.address,
                     startHistoryId=str(start),
-                    historyTypes=["messageAdded"],
-                    labelId="INBOX",
+                    historyTypes=["messageAdded", "labelAdded"],
                     maxResults=self.gmail.page_size,
                 ),
             )
         except NotFoundError:
             return await self._resync(start)
         ids: list[str] = []
+        added_labels: list[tuple[str, str]] = []  # (message id, label id)
         last = start
         for record in history.get("history", []):
             last = max(last, int(record["id"]))
@@ -184,12 +189,84 @@ class GmailMailbox:
                 msg = added.get("message", {})
                 if "INBOX" in msg.get("labelIds", ["INBOX"]) and msg["id"] not in ids:
                     ids.append(msg["id"])
+            for change in record.get("labelsAdded", []):
+                msg = change.get("message", {})
+                still = set(msg.get("labelIds") or [])
+                added_labels += [
+                    (msg["id"], lid)
+                    for lid in change.get("labelIds", [])
+                    if lid in still and not lid.isupper()  # user labels only
+                ]
         page = await self._fetch(ids)
+        page.moves = await self._label_moves(added_labels)
         if history.get("nextPageToken"):
             page.cursor, page.more = str(last), True
         else:
             page.cursor = str(max(start, last, int(history.get("historyId", start))))
         return page
+
+    async def _label_moves(self, added: Sequence[tuple[str, str]]) -> list[Change]:
+        """User labels added to messages, by name; the pipeline keeps those that mean
+        another category than the one it chose (our own labels mean the same one)."""
+        if not added:
+            return []
+        names = await self.labels.names()
+        if any(lid not in names for _, lid in added):
+            names = {v: k for k, v in (await self.labels.refresh()).items()}
+        moves: list[Change] = []
+        for mid, lid in dict.fromkeys(added):
+            name = names.get(lid)
+            if name and name != self.gmail.processed_label:
+                moves.append(Change(provider_id=mid, location=name))
+        return moves
+
+    # -- history of the staff's own sorting (`mailtriage learn`) ------------------------------
+
+    async def folders(self) -> list[str]:
+        """The user labels (staff's sorting), mailtriage's hidden processed label excepted."""
+        listing = await self.client.call(
+            "labels.list", lambda u: u.labels().list(userId=self.address)
+        )
+        return sorted(
+            str(lab["name"])
+            for lab in listing.get("labels", [])
+            if lab.get("type") == "user" and lab.get("name") != self.gmail.processed_label
+        )
+
+    async def sample(self, location: str, limit: int) -> list[Message]:
+        """Up to `limit` most recent messages carrying label `location` (read only)."""
+        ids_by_name = {v: k for k, v in (await self.labels.names()).items()}
+        label_id = ids_by_name.get(location)
+        if label_id is None or limit <= 0:
+            return []
+        ids: list[str] = []
+        token: str | None = None
+        while len(ids) < limit:
+            listing = await self.client.call(
+                "messages.list", self._list_label(label_id, min(500, limit - len(ids)), token)
+            )
+            ids += [m["id"] for m in listing.get("messages", [])]
+            token = listing.get("nextPageToken")
+            if not token:
+                break
+        ids = ids[:limit]
+        if not ids:
+            return []
+        results = await self.client.batch("messages.get", [self._get_raw(mid) for mid in ids])
+        names = await self.labels.names()
+        page = ChangePage()
+        out: list[Message] = []
+        for mid, result in zip(ids, results, strict=True):
+            if isinstance(result, (AccessDeniedError, AuthError, ThrottledError)):
+                raise result
+            if isinstance(result, Exception):
+                continue  # gone or unreadable: a sample can do without it
+            message = self._to_message(mid, result, names, page, inbox_only=False, remember=False)
+            if message is not None:
+                out.append(message)
+        for failure in page.failures:
+            log.warning("%s: skipped an unreadable message: %s", self.describe(), failure.reason)
+        return out
 
     async def _fetch(self, ids: Sequence[str]) -> ChangePage:
         page = ChangePage()
@@ -223,6 +300,11 @@ class GmailMailbox:
             raise MessageParseError(page.failures[0].reason if page.failures else "unreadable")
         return message
 
+    def _list_label(self, label_id: str, size: int, token: str | None) -> Callable[[Any], Any]:
+        return lambda u: u.messages().list(
+            userId=self.address, labelIds=[label_id], maxResults=size, pageToken=token
+        )
+
     def _get_raw(self, message_id: str) -> Callable[[Any], Any]:
         return lambda u: u.messages().get(userId=self.address, id=message_id, format="raw")
 
@@ -234,6 +316,7 @@ class GmailMailbox:
         page: ChangePage,
         *,
         inbox_only: bool = True,
+        remember: bool = True,
     ) -> Message | None:
         label_ids = resource.get("labelIds", [])
         if inbox_only and "INBOX" not in label_ids:
@@ -250,7 +333,8 @@ class GmailMailbox:
         label_names = [names.get(i, i) for i in label_ids]
         message.categories = [n for n in label_names if not n.isupper()]
         message.processed_marker = self.gmail.processed_label in label_names
-        self._remember(mid, raw)
+        if remember:
+            self._remember(mid, raw)
         return message
 
     def _remember(self, mid: str, raw: bytes) -> None:

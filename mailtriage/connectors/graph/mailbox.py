@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,6 +30,12 @@ from msgraph.generated.models.single_value_legacy_extended_property import (
 )
 from msgraph.generated.users.item.mail_folders.item.child_folders.child_folders_request_builder import (  # noqa: E501
     ChildFoldersRequestBuilder,
+)
+from msgraph.generated.users.item.mail_folders.item.messages.messages_request_builder import (
+    MessagesRequestBuilder,
+)
+from msgraph.generated.users.item.mail_folders.mail_folders_request_builder import (
+    MailFoldersRequestBuilder,
 )
 from msgraph.generated.users.item.messages.item.attachments.attachments_request_builder import (
     AttachmentsRequestBuilder,
@@ -64,12 +71,16 @@ from mailtriage.core.errors import (
     NotFoundError,
 )
 from mailtriage.core.message import Attachment, Message
-from mailtriage.core.ports import ActionResult, ChangePage, Failure, StateStore
+from mailtriage.core.ports import ActionResult, Change, ChangePage, Failure, StateStore
 from mailtriage.core.rules import LOOP_HEADER
 
 log = logging.getLogger(__name__)
 
 PREFER_TEXT = 'outlook.body-content-type="text"'
+# A category folder not found is looked up again after this long (staff may create it).
+MISSING_FOLDER_TTL_S = 3600.0
+# Pages followed per category folder and sync when tracking staff moves.
+MOVE_PAGES_MAX = 10
 PREFER_IMMUTABLE = 'IdType="ImmutableId"'
 
 
@@ -121,7 +132,12 @@ class GraphMailbox:
         self._master: set[str] | None = None
         self._master_denied = False
         self._folders: dict[str, str] = {}
+        self._missing: dict[str, float] = {}  # folder path → when it was not found
         self._folder_lock = asyncio.Lock()
+        self._history_index: dict[str, str] | None = None  # `learn`: folder path → id
+        # Category-folder delta links read but not yet saved: saved at the next `changes()`
+        # call, i.e. once the pipeline has recorded the moves (a crash replays them).
+        self._pending_links: dict[str, str] = {}
 
     @classmethod
     def from_settings(
@@ -215,6 +231,9 @@ class GraphMailbox:
         An expired or invalid token restarts from `graph.resync_window_hours` ago: the
         ledger (and the processed marker) make sure nothing is handled twice.
         """
+        for key, link in self._pending_links.items():
+            await self.store.put(self.address, key, link)
+        self._pending_links.clear()
         url = cursor or self._delta_url(self._first_start())
         try:
             resp = await self._delta(url)
@@ -246,7 +265,175 @@ class GraphMailbox:
         next_link = resp.get("@odata.nextLink")
         page.cursor = next_link or resp.get("@odata.deltaLink") or cursor
         page.more = bool(next_link)
+        if not page.more:
+            page.moves = await self._staff_moves()
         return page
+
+    # -- staff moves into category folders (corrections) ---------------------------
+
+    def _tracked_folders(self) -> list[str]:
+        """Folders whose arrivals are category decisions: move_to paths and folder_map."""
+        paths = [c.actions.move_to for c in self.settings.categories_for(self.address)]
+        if self.mailbox_settings is not None:
+            paths += list(self.mailbox_settings.folder_map)
+        return list(dict.fromkeys(p.strip("/") for p in paths if p and p.strip("/")))
+
+    def _moves_key(self, path: str) -> str:
+        return "graph.moves:" + path.strip("/").lower()
+
+    def _moves_url(self, folder_id: str) -> str:
+        params = [
+            ("changeType", "created"),
+            ("$select", "id,internetMessageId"),
+            ("$filter", f"receivedDateTime ge {_iso(datetime.now(UTC))}"),
+        ]
+        query = "&".join(f"{k}={quote(v, safe=',')}" for k, v in params)
+        return (
+            f"{self.client.base_url}/users/{quote(self.address)}"
+            f"/mailFolders/{quote(folder_id)}/messages/delta()?{query}"
+        )
+
+    async def _staff_moves(self) -> list[Change]:
+        """Messages that arrived in a category folder since the last sync.
+
+        One created-only delta per existing category folder and sync, cursor per folder in
+        the StateStore (first run: from now), saved at the next call once the pipeline has
+        recorded these moves. Our own moves arrive there too and map to the category
+        already recorded, so the pipeline ignores them. A failure here is logged and never
+        holds up intake.
+        """
+        moves: list[Change] = []
+        for path in self._tracked_folders():
+            try:
+                moves += await self._folder_arrivals(path)
+            except (AuthError, AccessDeniedError):
+                raise
+            except ConnectorError as exc:
+                log.warning("graph %s: staff moves in %r unread: %s", self.address, path, exc)
+        return moves
+
+    async def _folder_arrivals(self, path: str) -> list[Change]:
+        key = self._moves_key(path)
+        folder = await self.find_folder_id(path)
+        if folder is None:
+            return []
+        url = await self.store.get(self.address, key)
+        first = url is None
+        out: list[Change] = []
+        for _ in range(MOVE_PAGES_MAX):
+            try:
+                resp = await self._delta(url or self._moves_url(folder))
+            except CursorExpiredError:
+                resp = await self._delta(self._moves_url(folder))
+                first = True
+            except NotFoundError:  # the folder was deleted: start over when it is back
+                await self._forget_folder(path)
+                await self.store.put(self.address, key, None)
+                return out
+            for gm in resp.get("value") or []:
+                if isinstance(gm, dict) and gm.get("id") and not is_removed(gm) and not first:
+                    out.append(
+                        Change(
+                            provider_id=str(gm["id"]),
+                            location=path,
+                            internet_message_id=gm.get("internetMessageId"),
+                        )
+                    )
+            url = resp.get("@odata.nextLink") or resp.get("@odata.deltaLink") or url
+            if url:
+                self._pending_links[key] = url
+            if not resp.get("@odata.nextLink"):
+                break
+        return out
+
+    # -- history of the staff's own sorting (`mailtriage learn`) --------------------
+
+    async def _list_all(
+        self, builder: Any, query: Any, prefer: Sequence[str] = (), limit: int = 10_000
+    ) -> list[Json]:
+        """A GET collection, following @odata.nextLink up to `limit` items."""
+        items: list[Json] = []
+        resp = await self._raw(
+            builder, builder.to_get_request_information(_cfg(*prefer, query=query))
+        )
+        while True:
+            items += [v for v in resp.get("value") or [] if isinstance(v, dict)]
+            link = resp.get("@odata.nextLink")
+            if not link or len(items) >= limit:
+                return items[:limit]
+            nxt = builder.with_url(link)
+            resp = await self._raw(nxt, nxt.to_get_request_information(_cfg(*prefer)))
+
+    async def _subfolders(self, folder_id: str | None) -> list[Json]:
+        """Child folders of `folder_id` (None: the top-level folders)."""
+        select = ["id", "displayName", "childFolderCount"]
+        if folder_id is None:
+            q: Any = MailFoldersRequestBuilder.MailFoldersRequestBuilderGetQueryParameters(
+                top=100, select=select
+            )
+            builder: Any = self._user.mail_folders
+        else:
+            q = ChildFoldersRequestBuilder.ChildFoldersRequestBuilderGetQueryParameters(
+                top=100, select=select
+            )
+            builder = self._user.mail_folders.by_mail_folder_id(folder_id).child_folders
+        return await self._list_all(builder, q)
+
+    async def _walk(self, folder_id: str, prefix: str, out: dict[str, str]) -> None:
+        for f in await self._subfolders(folder_id):
+            path = f"{prefix}{f.get('displayName') or ''}"
+            if not f.get("id") or path.lower() in {p.lower() for p in out}:
+                continue
+            out[path] = str(f["id"])
+            if f.get("childFolderCount"):
+                await self._walk(str(f["id"]), path + "/", out)
+
+    async def _folder_index(self) -> dict[str, str]:
+        """Folder path → id: the Inbox's subfolders as 'Triage/RH' (like move_to), then
+        the other top-level folders and theirs ('Archives/2024'); Inbox paths win."""
+        inbox_builder = self._user.mail_folders.by_mail_folder_id("inbox")
+        inbox = await self._raw(inbox_builder, inbox_builder.to_get_request_information())
+        inbox_id = str(inbox.get("id") or "")
+        out: dict[str, str] = {}
+        await self._walk(inbox_id or "inbox", "", out)
+        for f in await self._subfolders(None):
+            name = str(f.get("displayName") or "")
+            if not f.get("id") or f["id"] == inbox_id or name.lower() in {p.lower() for p in out}:
+                continue
+            out[name] = str(f["id"])
+            if f.get("childFolderCount"):
+                await self._walk(str(f["id"]), name + "/", out)
+        self._history_index = out
+        return out
+
+    async def folders(self) -> list[str]:
+        """Every mail folder path staff may sort into (read only)."""
+        return sorted(await self._folder_index(), key=str.lower)
+
+    async def sample(self, location: str, limit: int) -> list[Message]:
+        """Up to `limit` most recent messages of folder `location`, read as intake reads."""
+        index = self._history_index if self._history_index is not None else {}
+        if location not in index:
+            index = await self._folder_index()
+        folder_id = index.get(location) or next(
+            (v for k, v in index.items() if k.lower() == location.lower()), None
+        )
+        if folder_id is None or limit <= 0:
+            return []
+        q = MessagesRequestBuilder.MessagesRequestBuilderGetQueryParameters(
+            top=min(limit, 100),
+            orderby=["receivedDateTime desc"],
+            select=SELECT,
+            expand=[EXPAND_MARKER],
+        )
+        builder = self._user.mail_folders.by_mail_folder_id(folder_id).messages
+        out: list[Message] = []
+        for gm in await self._list_all(builder, q, (PREFER_TEXT, PREFER_IMMUTABLE), limit):
+            try:
+                out.append(to_message(self.address, gm))
+            except (ValueError, TypeError, AttributeError) as exc:
+                log.warning("graph %s: skipped an unreadable message: %s", self.address, exc)
+        return out
 
     async def fetch(self, provider_id: str) -> Message:
         """Read one message again (pipeline retries); NotFoundError when it is gone."""
@@ -391,19 +578,51 @@ class GraphMailbox:
             await self.store.put(self.address, self._folder_key(path), parent)
             return parent
 
-    async def _child_folder(self, parent: str, name: str) -> str:
+    async def find_folder_id(self, path: str) -> str | None:
+        """The id of Inbox/<path> if it exists (never creates; misses are re-checked hourly)."""
+        key = path.strip("/").lower()
+        if key in self._folders:
+            return self._folders[key]
+        stored = await self.store.get(self.address, self._folder_key(path))
+        if stored:
+            self._folders[key] = stored
+            return stored
+        if time.monotonic() - self._missing.get(key, -MISSING_FOLDER_TTL_S) < MISSING_FOLDER_TTL_S:
+            return None
+        parent = "inbox"
+        for part in path.strip("/").split("/"):
+            child = await self._find_child(parent, part)
+            if child is None:
+                self._missing[key] = time.monotonic()
+                return None
+            parent = child
+        self._folders[key] = parent
+        await self.store.put(self.address, self._folder_key(path), parent)
+        return parent
+
+    def _child_lookup(self, parent: str, name: str) -> tuple[Any, Any]:
         children = self._user.mail_folders.by_mail_folder_id(parent).child_folders
         escaped = name.replace("'", "''")
         q = ChildFoldersRequestBuilder.ChildFoldersRequestBuilderGetQueryParameters(
             filter=f"displayName eq '{escaped}'", select=["id", "displayName"]
         )
-        lookup = children.to_get_request_information(_cfg(query=q))
+        return children, children.to_get_request_information(_cfg(query=q))
+
+    async def _find_child(self, parent: str, name: str) -> str | None:
+        children, lookup = self._child_lookup(parent, name)
         for f in (await self._raw(children, lookup)).get("value") or []:
             if str(f.get("displayName") or "").lower() == name.lower() and f.get("id"):
                 return str(f["id"])
-        create = children.to_post_request_information(MailFolder(display_name=name))
+        return None
+
+    async def _child_folder(self, parent: str, name: str) -> str:
+        found_id = await self._find_child(parent, name)
+        if found_id is not None:
+            return found_id
+        children, lookup = self._child_lookup(parent, name)
+        request = children.to_post_request_information(MailFolder(display_name=name))
         try:
-            created = await self._raw(children, create)
+            created = await self._raw(children, request)
         except ConnectorError as exc:
             if "409" not in str(exc):  # created meanwhile: look it up again
                 raise

@@ -33,12 +33,14 @@ from mailtriage.sandbox.graph.routes import GraphApp
 from mailtriage.sandbox.graph.state import (
     ALL_PERMISSIONS,
     Fault,
+    Folder,
     LoggedRequest,
     Mailbox,
     State,
     StoredMessage,
     addr,
     message_id,
+    new_id,
 )
 from mailtriage.sandbox.server import ThreadedServer
 
@@ -199,14 +201,20 @@ class GraphEmulator:
         attachments: list[dict[str, Any]] | None = None,
         received: datetime | None = None,
         internet_message_id: str | None = None,
+        folder: str | None = None,
     ) -> StoredMessage:
-        """Deliver a message from outside into `to`'s Inbox (and notify subscribers)."""
+        """Deliver a message from outside into `to`'s Inbox (and notify subscribers).
+
+        `folder` ('Inbox/Triage/RH', 'Archives') delivers it there instead, as if staff
+        had sorted it long ago (the folder is created when missing).
+        """
         with self.state.lock:
             mb = self.mailbox(to)
+            target = self.ensure_folder(to, folder) if folder else mb.well_known("inbox")
             msg = StoredMessage(
                 immutable_id=message_id(),
                 rest_id=message_id(),
-                folder_id=mb.well_known("inbox").id,
+                folder_id=target.id,
                 seq=0,
                 subject=subject,
                 body=body,
@@ -223,6 +231,39 @@ class GraphEmulator:
             if received is not None:
                 msg.received = received.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             return self.app.deliver(mb, msg)
+
+    # -- what staff do in Outlook ------------------------------------------------------
+
+    def ensure_folder(self, address: str, path: str) -> Folder:
+        """The folder at `path` ('Inbox/Triage/RH', or top-level 'Archives/2024'),
+        created with its parents when missing."""
+        with self.state.lock:
+            mb = self.mailbox(address)
+            parent = mb.well_known("msgfolderroot")
+            for name in [p for p in path.strip("/").split("/") if p]:
+                found = next(
+                    (
+                        f
+                        for f in mb.folders.values()
+                        if f.parent_id == parent.id and f.display_name.lower() == name.lower()
+                    ),
+                    None,
+                )
+                if found is None:
+                    found = Folder(new_id("AAMkAF"), name, parent.id)
+                    mb.folders[found.id] = found
+                parent = found
+            return parent
+
+    def move(self, address: str, ref: str, path: str) -> StoredMessage:
+        """A staff move (drag and drop in Outlook) of message `ref` into folder `path`."""
+        with self.state.lock:
+            mb = self.mailbox(address)
+            msg = mb.message(ref)
+            if msg is None:
+                raise KeyError(ref)
+            self.state.move(mb, msg, self.ensure_folder(address, path))
+            return copy.deepcopy(msg)
 
     # -- fault injection ---------------------------------------------------------------
 
