@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from types import TracebackType
+from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -102,37 +103,49 @@ class ThreadedServer:
         self.stop()
 
 
-def self_signed_cert(directory: str, host: str = "127.0.0.1") -> tuple[str, str]:
-    """A throwaway self-signed certificate for `host` (IP SAN): (cert.pem, key.pem)."""
+def self_signed_pem(key: Any, common_name: str, *, ip: str | None = None, days: int = 7) -> str:
+    """A throwaway self-signed x509 certificate (PEM) for `key`; with `ip`, a TLS server cert.
+
+    Used for the Graph emulator's https token endpoint and for the Gmail emulator's push
+    signer (the shape Google's v1 certs endpoint serves).
+    """
     import datetime
     import ipaddress
-    import os
 
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.UTC)
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]), False
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
+        .not_valid_after(now + datetime.timedelta(days=days))
     )
+    if ip is not None:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]), False
+        ).add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+    cert = builder.sign(key, hashes.SHA256())
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def self_signed_cert(directory: str, host: str = "127.0.0.1") -> tuple[str, str]:
+    """A throwaway TLS certificate for `host` (IP SAN), written as (cert.pem, key.pem)."""
+    import os
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
     cert_path, key_path = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
-    with open(cert_path, "wb") as f:
-        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(cert_path, "w", encoding="ascii") as f:
+        f.write(self_signed_pem(key, host, ip=host, days=1))
     with open(key_path, "wb") as f:
         f.write(
             key.private_bytes(

@@ -7,7 +7,6 @@ emulator signs OIDC tokens with it; the connector verifies them against the cert
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import time
 import uuid
@@ -15,10 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
+
+from mailtriage.sandbox.server import self_signed_pem
 
 GOOGLE_ISSUER = "https://accounts.google.com"
 
@@ -33,23 +32,6 @@ def _private_pem(key: rsa.RSAPrivateKey) -> str:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     ).decode()
-
-
-def _self_signed_cert(key: rsa.RSAPrivateKey, common_name: str) -> str:
-    """A PEM x509 certificate, the shape Google's v1 certs endpoint serves."""
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=7))
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
 @dataclass
@@ -97,7 +79,7 @@ class PushSigner:
     cert_pem: str = ""
 
     def __post_init__(self) -> None:
-        self.cert_pem = _self_signed_cert(self.key, "sandbox-pubsub-signer")
+        self.cert_pem = self_signed_pem(self.key, "sandbox-pubsub-signer")
 
     def certs(self) -> dict[str, str]:
         """`{"kid": "PEM x509"}`, what `google.oauth2.id_token.verify_token` reads."""
