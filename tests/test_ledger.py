@@ -128,3 +128,14 @@ async def test_two_workers_on_one_database(url: str) -> None:
 def test_unreachable_database_is_a_clear_error() -> None:
     with pytest.raises(LedgerError, match="state database postgresql"):
         Ledger("postgresql+psycopg://mt:secret@127.0.0.1:1/none")
+
+
+def test_concurrent_first_start_migrates_once(url: str) -> None:
+    """Two processes starting on a fresh database: both open it, the schema is made once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        ledgers = list(pool.map(lambda _: Ledger(url), range(4)))
+    with ledgers[0].engine.connect() as conn:
+        versions = conn.execute(text("SELECT version FROM schema_version")).scalars().all()
+    assert versions == [SCHEMA_VERSION]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 from mailtriage.core.actions import Action, ActionPlan, Forward, Label, MarkRead, Move
@@ -208,9 +209,27 @@ def _migrate_to_1(conn: Connection) -> None:
 MIGRATIONS: list[Callable[[Connection], None]] = [_migrate_to_1]
 
 
-def migrate(engine: Engine) -> int:
-    """Bring the schema to SCHEMA_VERSION; returns the version found before migrating."""
+def migrate(engine: Engine, *, attempts: int = 10) -> int:
+    """Bring the schema to SCHEMA_VERSION; returns the version found before migrating.
+
+    Two processes may start on a fresh database at once: PostgreSQL serialises them with an
+    advisory lock; on SQLite the loser's DDL fails ("already exists") and it tries again,
+    finding the schema current.
+    """
+    for attempt in range(attempts):
+        try:
+            return _migrate_once(engine)
+        except (OperationalError, ProgrammingError, IntegrityError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.1 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _migrate_once(engine: Engine) -> int:
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(745100001)"))
         if not inspect(conn).has_table("schema_version"):
             SchemaVersion.__table__.create(conn)  # type: ignore[attr-defined]
         found = conn.execute(select(func.max(SchemaVersion.version))).scalar() or 0
