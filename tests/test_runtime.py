@@ -90,3 +90,25 @@ def test_scheduler_has_one_job_per_mailbox(tmp_path, interval: float) -> None:
     jobs = svc.scheduler().get_jobs()
     assert [j.id for j in jobs] == [f"sync:{BOX}"]
     assert jobs[0].max_instances == 1
+
+
+async def test_one_shot_sync_leaves_a_mailbox_held_by_a_service_alone(tmp_path) -> None:
+    from datetime import timedelta
+
+    from mailtriage.core.errors import MailboxBusyError
+    from mailtriage.core.pipeline import Pipeline
+    from mailtriage.core.runtime import sync_all
+
+    url = f"sqlite:///{tmp_path / 's.sqlite'}"
+    ledger = Ledger(url)
+    box = MemoryMailbox(BOX)
+    box.deliver(make_message("[rh] Candidature"))
+    assert ledger.acquire_lease(BOX, "service-1", timedelta(minutes=5))
+    pipeline = Pipeline(example_settings(), ledger, ScriptedClassifier(by_subject))
+    reports = await sync_all(pipeline, [box])
+    assert isinstance(reports[BOX], MailboxBusyError) and "service-1" in str(reports[BOX])
+    assert box.sent == []
+    ledger.release_lease(BOX, "service-1")
+    reports = await sync_all(pipeline, [box])
+    assert reports[BOX].count("done") == 1  # type: ignore[union-attr]
+    assert ledger.lease_owner(BOX) is None  # released after the one-shot sync

@@ -146,8 +146,14 @@ async def _sync_with_progress(
                 f"acted {counts['acted']} · {rate:.1f}/s",
             )
 
+        # sync_all holds each mailbox's lease, so interrupted rows can be resumed at once.
         pipeline = Pipeline(
-            settings, ledger, classifier, on_result=on_result, on_correction=on_correction
+            settings,
+            ledger,
+            classifier,
+            on_result=on_result,
+            on_correction=on_correction,
+            exclusive=True,
         )
         mailboxes = build_mailboxes(settings, ledger)
         try:

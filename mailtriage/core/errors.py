@@ -5,6 +5,7 @@
     ├── MessageParseError      a message that cannot be turned into text; carries a skip reason
     ├── ClassifierError        the model could not give a usable answer (retry later)
     ├── LedgerError            the state database is unreachable or inconsistent
+    ├── MailboxBusyError       another mailtriage process holds the mailbox's lease
     └── ConnectorError         the mail provider refused or failed
         ├── AuthError          credentials rejected, token not obtainable
         ├── AccessDeniedError  the app may not touch this mailbox (scope/delegation)
@@ -41,6 +42,10 @@ class ClassifierError(MailtriageError):
 
 class LedgerError(MailtriageError):
     """The state database failed."""
+
+
+class MailboxBusyError(MailtriageError):
+    """Another process (usually `mailtriage run`) is working on this mailbox."""
 
 
 class ConnectorError(MailtriageError):

@@ -32,7 +32,7 @@ from starlette.routing import Route
 
 from mailtriage.core import metrics
 from mailtriage.core.config import Settings
-from mailtriage.core.errors import AccessDeniedError, AuthError, MailtriageError
+from mailtriage.core.errors import AccessDeniedError, AuthError, MailboxBusyError, MailtriageError
 from mailtriage.core.ledger import Ledger, utcnow
 from mailtriage.core.pipeline import (
     DEFAULT_RETRY,
@@ -271,17 +271,42 @@ class Service:
 
 
 async def sync_all(
-    pipeline: Pipeline, mailboxes: Sequence[Mailbox]
+    pipeline: Pipeline,
+    mailboxes: Sequence[Mailbox],
+    *,
+    lease_ttl: timedelta = timedelta(minutes=2),
 ) -> dict[str, SyncReport | MailtriageError]:
-    """One pass over every mailbox; a mailbox that fails is reported, the others go on."""
+    """One pass over every mailbox; a mailbox that fails is reported, the others go on.
+
+    Each mailbox is synced under its lease, as `mailtriage run` does, so a one-shot sync
+    never works on a mailbox at the same time as a running service.
+    """
     out: dict[str, SyncReport | MailtriageError] = {}
+    ledger = pipeline.ledger
+    owner = pipeline.owner or default_owner()
+
+    async def keep_lease(address: str) -> None:
+        while True:
+            await asyncio.sleep(lease_ttl.total_seconds() / 3)
+            await ledger.run(ledger.acquire_lease, address, owner, lease_ttl)
 
     async def one(mb: Mailbox) -> None:
+        if not await ledger.run(ledger.acquire_lease, mb.address, owner, lease_ttl):
+            holder = await ledger.run(ledger.lease_owner, mb.address)
+            out[mb.address] = MailboxBusyError(
+                f"{mb.address}: another mailtriage process ({holder}) is working on this "
+                "mailbox; it will catch up by itself, or try again once it has stopped"
+            )
+            return
+        renewer = asyncio.create_task(keep_lease(mb.address))
         try:
             out[mb.address] = await pipeline.sync_mailbox(mb)
         except MailtriageError as exc:
             log.error("mailbox failed", mailbox=mb.address, error=str(exc))
             out[mb.address] = exc
+        finally:
+            renewer.cancel()
+            await ledger.run(ledger.release_lease, mb.address, owner)
 
     await asyncio.gather(*(one(mb) for mb in mailboxes))
     return out
