@@ -34,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from mailtriage.sandbox.server import ThreadedServer
+from mailtriage.sandbox.server import Running, ThreadedServer
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -431,7 +431,7 @@ def _schema_enum(response_format: dict[str, Any]) -> tuple[str, ...] | None:
 # Server
 
 
-class SandboxLLM:
+class SandboxLLM(Running):
     """The OpenAI-compatible sandbox server; use as a context manager."""
 
     def __init__(
@@ -476,12 +476,6 @@ class SandboxLLM:
         self._closing.set()
         if self._server is not None:
             self._server.stop()
-
-    def __enter__(self) -> SandboxLLM:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- records ----------------------------------------------------------------------------
 

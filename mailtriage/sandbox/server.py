@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -35,7 +35,28 @@ def loopback_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
     return sock
 
 
-class ThreadedServer:
+class Running:
+    """`with X() as x:` for anything with `start()` (returning self) and `stop()`."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class ThreadedServer(Running):
     """`with ThreadedServer(app) as srv: srv.url` — a real HTTP server for tests and benches."""
 
     def __init__(
@@ -90,17 +111,6 @@ class ThreadedServer:
             self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=5)
-
-    def __enter__(self) -> ThreadedServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def self_signed_pem(key: Any, common_name: str, *, ip: str | None = None, days: int = 7) -> str:

@@ -9,7 +9,6 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 import httpx
@@ -17,7 +16,7 @@ import httpx
 from mailtriage.sandbox.gmail.app import build_app
 from mailtriage.sandbox.gmail.keys import PushSigner, ServiceAccountKey
 from mailtriage.sandbox.gmail.state import GmailState, StoredMessage
-from mailtriage.sandbox.server import ThreadedServer, loopback_socket
+from mailtriage.sandbox.server import Running, ThreadedServer, loopback_socket
 
 
 @dataclass
@@ -133,7 +132,7 @@ def _test_keys() -> tuple[ServiceAccountKey, PushSigner]:
     return _KEYS
 
 
-class GmailEmulator:
+class GmailEmulator(Running):
     """A stateful Gmail API on 127.0.0.1 for tests and benchmarks.
 
         with GmailEmulator(users=["info@example.com"]) as gm:
@@ -181,17 +180,6 @@ class GmailEmulator:
     def stop(self) -> None:
         self.pusher.close()
         self._server.stop()
-
-    def __enter__(self) -> GmailEmulator:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- addresses -----------------------------------------------------------------------
 

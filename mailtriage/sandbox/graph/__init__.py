@@ -24,7 +24,6 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any
 
 import httpx
@@ -42,7 +41,7 @@ from mailtriage.sandbox.graph.state import (
     message_id,
     new_id,
 )
-from mailtriage.sandbox.server import ThreadedServer
+from mailtriage.sandbox.server import Running, ThreadedServer
 
 __all__ = ["ALL_PERMISSIONS", "GraphEmulator", "LoggedRequest", "StoredMessage", "ThreadedServer"]
 
@@ -56,7 +55,7 @@ class SentNotification:
     error: str = ""
 
 
-class GraphEmulator:
+class GraphEmulator(Running):
     """The emulator: a `State`, the ASGI app over it, a uvicorn thread and a notifier thread."""
 
     def __init__(self, tenant_id: str = "00000000-0000-0000-0000-0000000000t1") -> None:
@@ -96,17 +95,6 @@ class GraphEmulator:
             self._tls_dir.cleanup()
         if self._worker is not None:
             self._worker.join(timeout=5)
-
-    def __enter__(self) -> GraphEmulator:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- notifications -------------------------------------------------------------------
 
