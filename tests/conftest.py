@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,3 +31,23 @@ def _quiet_logs() -> None:
     from mailtriage.core import logs
 
     logs.configure(level="WARNING")
+
+
+@pytest.fixture(scope="module")
+def llm_server() -> Iterator[object]:
+    """One sandbox OpenAI-compatible server per test module."""
+    from mailtriage.sandbox.llm import SandboxLLM
+
+    with SandboxLLM() as server:
+        yield server
+
+
+@pytest.fixture
+def llm(llm_server):  # type: ignore[no-untyped-def]
+    """The module's sandbox server with no faults, no records and the keyword policy."""
+    from mailtriage.sandbox.llm import keyword_policy
+
+    llm_server.reset()
+    yield llm_server
+    llm_server.policy = keyword_policy
+    llm_server.reset()

@@ -51,12 +51,6 @@ def emu() -> Iterator[GraphEmulator]:
         yield e
 
 
-@pytest.fixture
-def llm() -> Iterator[SandboxLLM]:
-    with SandboxLLM() as server:
-        yield server
-
-
 def settings_for(emu: GraphEmulator, llm: SandboxLLM, *boxes: str, **kw: Any) -> Settings:
     return sandbox_settings(
         emu.base_url,

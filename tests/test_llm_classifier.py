@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,21 +62,6 @@ def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep the openai client's exponential backoff tiny (server retry-after still wins)."""
     monkeypatch.setattr(openai._base_client, "INITIAL_RETRY_DELAY", 0.001)
     monkeypatch.setattr(openai._base_client, "MAX_RETRY_DELAY", 0.01)
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[SandboxLLM]:
-    with SandboxLLM() as llm:
-        yield llm
-
-
-@pytest.fixture
-def llm(server: SandboxLLM) -> Iterator[SandboxLLM]:
-    server.reset()
-    default_policy = server.policy
-    yield server
-    server.policy = default_policy
-    server.reset()
 
 
 async def classify(settings: Settings, *messages: Message, **kwargs: Any) -> list[Decision]:

@@ -7,7 +7,7 @@ fault clears.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,19 +20,6 @@ from mailtriage.sandbox.llm import DEFAULT_MODEL, Faults, SandboxLLM
 from tests.helpers import example_settings, make_message
 
 BOX = "contact@atelier-dupont.fr"
-
-
-@pytest.fixture(scope="module")
-def llm() -> Iterator[SandboxLLM]:
-    with SandboxLLM() as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def _reset(llm: SandboxLLM) -> Iterator[None]:
-    llm.faults = Faults()
-    yield
-    llm.faults = Faults()
 
 
 FaultSetter = Callable[[Faults], None]

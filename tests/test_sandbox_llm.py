@@ -57,20 +57,6 @@ def chat(text: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[SandboxLLM]:
-    with SandboxLLM() as llm:
-        yield llm
-
-
-@pytest.fixture
-def llm(server: SandboxLLM) -> Iterator[SandboxLLM]:
-    server.reset()
-    yield server
-    server.policy = keyword_policy
-    server.reset()
-
-
 @pytest.fixture
 def http(llm: SandboxLLM) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=llm.base_url, timeout=5) as client:
