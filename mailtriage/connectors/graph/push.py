@@ -283,37 +283,34 @@ def webhook_routes(push: GraphPush, trigger: Trigger) -> list[Route]:
             return None
         return await push.address_of(str(n.get("subscriptionId") or ""))
 
-    async def changes(request: Request) -> Response:
-        handshake = _validation(request)
-        if handshake is not None:
-            return handshake
-        items = await _notifications(request)
-        if items is None:
-            return PlainTextResponse("bad notification body", status_code=400)
-        addresses = {a for a in [await valid(n) for n in items] if a}
-        if items and not addresses:
-            return PlainTextResponse("rejected", status_code=403)
-        for address in addresses:
-            push.spawn(trigger(address))
-        return Response(status_code=202)
+    def endpoint(act: Callable[[list[tuple[str, dict[str, Any]]]], None]) -> Any:
+        """Handshake, parse, check clientState, hand the valid items to `act`, ack 202."""
 
-    async def lifecycle(request: Request) -> Response:
-        handshake = _validation(request)
-        if handshake is not None:
-            return handshake
-        items = await _notifications(request)
-        if items is None:
-            return PlainTextResponse("bad notification body", status_code=400)
-        accepted = 0
-        for n in items:
-            address = await valid(n)
-            if address is None:
-                continue
-            accepted += 1
-            push.spawn(_lifecycle(push, trigger, address, str(n.get("lifecycleEvent") or "")))
-        if items and not accepted:
-            return PlainTextResponse("rejected", status_code=403)
-        return Response(status_code=202)
+        async def handle(request: Request) -> Response:
+            handshake = _validation(request)
+            if handshake is not None:
+                return handshake
+            items = await _notifications(request)
+            if items is None:
+                return PlainTextResponse("bad notification body", status_code=400)
+            accepted = [(a, n) for n in items if (a := await valid(n))]
+            if items and not accepted:
+                return PlainTextResponse("rejected", status_code=403)
+            act(accepted)
+            return Response(status_code=202)
+
+        return handle
+
+    def on_changes(accepted: list[tuple[str, dict[str, Any]]]) -> None:
+        for address in dict.fromkeys(a for a, _ in accepted):  # one sync per mailbox
+            push.spawn(trigger(address))
+
+    def on_lifecycle(accepted: list[tuple[str, dict[str, Any]]]) -> None:
+        for address, n in accepted:
+            event = str(n.get("lifecycleEvent") or "")
+            push.spawn(_lifecycle(push, trigger, address, event))
+
+    changes, lifecycle = endpoint(on_changes), endpoint(on_lifecycle)
 
     return [
         Route(HOOK_PATH, changes, methods=["POST"]),
