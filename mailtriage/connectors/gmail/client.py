@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import google_auth_httplib2
-import httplib2
 from google.oauth2 import service_account
 from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
@@ -30,6 +29,7 @@ from googleapiclient.http import BatchHttpRequest, HttpRequest
 
 from mailtriage.connectors.gmail.errors import GMAIL_MODIFY, is_retryable, translate
 from mailtriage.connectors.gmail.quota import COSTS, QuotaLimiter
+from mailtriage.connectors.gmail.transport import NoReplayHttp
 from mailtriage.core.config import GmailSettings
 from mailtriage.core.errors import AuthError, ConfigError, ThrottledError
 from mailtriage.core.metrics import THROTTLED
@@ -102,7 +102,7 @@ def _read(path: Path) -> str:
 
 def authorized_http(gmail: GmailSettings, subject: str, info: dict[str, Any] | None) -> Any:
     """httplib2 transport carrying DWD credentials for `subject` (or none when anonymous)."""
-    http = httplib2.Http(timeout=gmail.request_timeout_s)
+    http = NoReplayHttp(timeout=gmail.request_timeout_s)
     if gmail.anonymous:
         return http
     assert info is not None
@@ -195,13 +195,13 @@ class GmailClient:
             try:
                 return await self._single(api, make)
             except Exception as exc:
-                if is_retryable(exc) and attempt < self.retry.max_retries:
+                if is_retryable(exc, api) and attempt < self.retry.max_retries:
                     self.stats.retries += 1
                     THROTTLED.labels("gmail", self.address).inc()
                     await asyncio.sleep(self.retry.delay(attempt))
                     attempt += 1
                     continue
-                raise translate(exc, self.address, self.client_id) from exc
+                raise translate(exc, self.address, self.client_id, api) from exc
 
     async def batch(self, api: str, makes: Sequence[Build]) -> list[Any]:
         """Run many requests of one kind in HTTP batches of at most `batch_size`.

@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from mailtriage.sandbox.faults import DroppedResponse, Executed
 from mailtriage.sandbox.gmail.keys import PushSigner, ServiceAccountKey
 from mailtriage.sandbox.gmail.state import (
     UNAUTHORIZED_CLIENT,
@@ -33,6 +34,16 @@ JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 GOOGLE_TOKEN_AUD = "https://oauth2.googleapis.com/token"
 
 Result = tuple[int, dict[str, Any] | None]
+# API methods that change the mailbox: logged as `Executed`, hooks and after-faults apply.
+WRITES = frozenset({"messages.send", "messages.modify", "messages.batchModify", "labels.create"})
+
+
+class LostAnswer(Exception):
+    """The request was executed; its answer is to be lost (`mode`: drop, 503 or 504)."""
+
+    def __init__(self, mode: str) -> None:
+        super().__init__(mode)
+        self.mode = mode
 
 
 def _one(query: dict[str, list[str]], name: str, default: str | None = None) -> str | None:
@@ -88,7 +99,15 @@ class GmailApi:
     def __init__(self, state: GmailState) -> None:
         self.state = state
 
-    def dispatch(self, method: str, target: str, authorization: str | None, raw: bytes) -> Result:
+    def dispatch(
+        self,
+        method: str,
+        target: str,
+        authorization: str | None,
+        raw: bytes,
+        *,
+        direct: bool = True,
+    ) -> Result:
         url = urlsplit(target)
         query = parse_qs(url.query)
         segments = url.path.split("/")
@@ -106,7 +125,24 @@ class GmailApi:
             self.state.request_log.append((method, api, user, exc.code))
             raise
         self.state.request_log.append((method, api, user, status))
+        if api in WRITES:
+            mode = self.state.writes.executed(self._executed(api, user, args, body, raw))
+            if mode is not None and direct:  # the batch endpoint answers its parts as they are
+                raise LostAnswer(mode)
         return status, body
+
+    def _executed(
+        self, api: str, user: str, args: list[str], body: dict[str, Any] | None, raw: bytes
+    ) -> Executed:
+        detail: dict[str, Any] = {}
+        target = args[0] if args else str((body or {}).get("id", ""))
+        if api == "messages.send" and body:
+            msg = self.state.message(user, str(body["id"]))
+            parsed = msg.parsed()
+            detail = {"message_id": str(parsed["Message-ID"] or ""), "to": str(parsed["To"] or "")}
+        elif api == "messages.modify":
+            detail = dict(self.state.last_change)
+        return Executed(api, user, target, detail=detail)
 
     def _call(
         self, api: str, args: list[str], user: str, query: dict[str, list[str]], raw: bytes
@@ -180,10 +216,18 @@ class GmailApi:
             return 204, None
         raise GmailError(404, "Not Found", "notFound")
 
-    def respond(self, method: str, target: str, authorization: str | None, raw: bytes) -> Result:
+    def respond(
+        self,
+        method: str,
+        target: str,
+        authorization: str | None,
+        raw: bytes,
+        *,
+        direct: bool = True,
+    ) -> Result:
         """`dispatch()` with GmailError rendered as its status and JSON body."""
         try:
-            return self.dispatch(method, target, authorization, raw)
+            return self.dispatch(method, target, authorization, raw, direct=direct)
         except GmailError as exc:
             return exc.code, exc.body()
 
@@ -203,6 +247,8 @@ _REASONS = {
     404: "Not Found",
     409: "Conflict",
     429: "Too Many Requests",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
 }
 
 
@@ -244,9 +290,18 @@ def build_app(
     async def gmail(request: Request) -> Response:
         target = request.url.path + ("?" + request.url.query if request.url.query else "")
         raw = await request.body()
-        status, body = api.respond(
-            request.method, target, request.headers.get("authorization"), raw
-        )
+        try:
+            status, body = api.respond(
+                request.method, target, request.headers.get("authorization"), raw
+            )
+        except LostAnswer as lost:
+            # Emulator fault, not a documented Gmail behaviour: the call was done and its
+            # answer is lost (connection dropped) or replaced by a gateway's 503/504.
+            if lost.mode == "drop":
+                return DroppedResponse()  # type: ignore[return-value]
+            code = int(lost.mode)
+            err = GmailError(code, "The service is currently unavailable.", "backendError")
+            return _json_response(code, err.body())
         return _json_response(status, body)
 
     async def batch(request: Request) -> Response:
@@ -262,7 +317,7 @@ def build_app(
         boundary = f"batch_{uuid.uuid4().hex}"
         chunks = []
         for content_id, method, target, auth, body in parts:
-            status, result = api.respond(method, target, auth or outer_auth, body)
+            status, result = api.respond(method, target, auth or outer_auth, body, direct=False)
             inner = f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
             payload = ""
             if result is not None:
