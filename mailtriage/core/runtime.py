@@ -9,10 +9,7 @@ lease, so they divide the mailboxes between them instead of both working on each
 from __future__ import annotations
 
 import asyncio
-import os
-import random
 import signal
-import socket
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -34,6 +31,7 @@ from mailtriage.core import metrics
 from mailtriage.core.config import Settings
 from mailtriage.core.errors import AccessDeniedError, AuthError, MailboxBusyError, MailtriageError
 from mailtriage.core.ledger import Ledger, utcnow
+from mailtriage.core.owners import process_owner
 from mailtriage.core.pipeline import (
     DEFAULT_RETRY,
     OnCorrection,
@@ -60,8 +58,8 @@ class _Server(uvicorn.Server):
 
 
 def default_owner() -> str:
-    """A lease owner id unique to this process: host, pid and a random suffix."""
-    return f"{socket.gethostname()}:{os.getpid()}:{random.randrange(16**6):06x}"
+    """A lease owner id unique to this process (see `core.owners`)."""
+    return process_owner()
 
 
 @dataclass(slots=True)
