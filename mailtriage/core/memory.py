@@ -78,8 +78,7 @@ class MemoryMailbox:
         for item in chunk:
             if isinstance(item, Failure):
                 page.failures.append(item)
-            else:
-                stored = self.store[item.provider_id]
+            elif (stored := self.store.get(item.provider_id)) is not None:  # not deleted
                 page.messages.append(dataclasses.replace(item, processed_marker=stored.processed))
         return page
 
@@ -98,7 +97,7 @@ class MemoryMailbox:
         self, message: Message, plan: ActionPlan, journal: Journal | None = None
     ) -> Sequence[ActionResult]:
         journal = journal or NULL_JOURNAL
-        stored = self.store[message.provider_id]
+        stored = self.store.get(message.provider_id)
         results = []
         for index, action in enumerate(plan.actions):
             self.calls.append(action.kind)
@@ -108,6 +107,13 @@ class MemoryMailbox:
                 await journal.record(index, results[-1])
                 break
             intent = journal.intent(index)
+            found = intent.earlier and bool(intent.key) and intent.key in self.sent_keys
+            if isinstance(action, Forward) and found:
+                results.append(ActionResult(action, ok=True))  # its sent copy exists
+                await journal.record(index, results[-1])
+                continue
+            if stored is None:
+                raise NotFoundError(f"{message.provider_id} not found", mailbox=self.address)
             if isinstance(action, Label):
                 if action.name not in stored.labels:
                     stored.labels.append(action.name)
@@ -115,9 +121,7 @@ class MemoryMailbox:
                 stored.folder = action.folder
             elif isinstance(action, MarkRead):
                 stored.read = True
-            elif isinstance(action, Forward) and not (
-                intent.earlier and intent.key and intent.key in self.sent_keys
-            ):  # an interrupted forward is looked for first: sent means done
+            elif isinstance(action, Forward):
                 self.sent.append((action, stored.message))
                 self.sent_keys.append(intent.key)
             if action.kind in self.crash_after:
