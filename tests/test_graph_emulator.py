@@ -182,3 +182,19 @@ def test_permissions_per_mailbox(emu: GraphEmulator, http: httpx.Client) -> None
     r = http.get("/mailFolders/inbox")
     assert r.status_code == 503 and r.headers["retry-after"] == "2"
     assert http.get("/mailFolders/inbox").json()["displayName"] == "Inbox"
+
+
+def test_lost_answers_and_executed_hooks(emu: GraphEmulator, http: httpx.Client) -> None:
+    """A write is done, then its answer is lost; a hook runs before the answer leaves."""
+    m = emu.deliver(BOX, subject="s", body="b", sender="a@x.org")
+    seen: list[tuple[str, str | None]] = []
+    emu.on_executed("move", lambda e: seen.append((e.kind, emu.where(BOX, e.target))))
+    emu.lose_response("move", "504")
+    r = http.post(msg_url(m.immutable_id) + "/move", json={"destinationId": "archive"})
+    assert r.status_code == 504 and emu.where(BOX, m.immutable_id) == "Archive"
+    assert seen == [("move", "Archive")]
+    emu.lose_response("patch", "drop")
+    with pytest.raises(httpx.RemoteProtocolError):
+        http.patch(msg_url(m.immutable_id), json={"isRead": True})
+    assert emu.message(BOX, m.immutable_id).is_read  # done, though never answered
+    assert [e.kind for e in emu.executed] == ["move", "patch"]

@@ -4,7 +4,9 @@ Real networks and gateways fail after the server has done the work: the connecti
 before the answer arrives, or a gateway answers 503/504 for a request the backend
 completed. `Executed` records every write an emulator performed; `WriteHooks` lets a test
 act at that moment (kill the client process, before the answer leaves); `DroppedResponse`
-starts an answer and then closes the connection, so the client sees no usable response.
+closes the connection instead of answering ("drop": not one byte of the answer, which
+httplib2 takes for a stale connection and silently repeats; "truncate": the status line
+and part of the body).
 """
 
 from __future__ import annotations
@@ -23,16 +25,42 @@ class ConnectionDropped(Exception):
     """Raised inside the ASGI app to make uvicorn close the connection mid-answer."""
 
 
-class DroppedResponse:
-    """An answer whose status line and headers go out, then the connection closes.
+RAW_SEND = "mt.raw_send"
 
-    uvicorn closes the transport when the app fails after the response has started; the
-    client gets a truncated body (httpx: RemoteProtocolError; http.client: IncompleteRead).
+
+def keep_raw_send(scope: Scope, send: Send) -> None:
+    """Remember uvicorn's own `send` (before any middleware wraps it) for `DroppedResponse`."""
+    scope[RAW_SEND] = send
+
+
+def _abort(scope: Scope) -> bool:
+    """Reset the client's TCP connection now (uvicorn's cycle holds the transport)."""
+    cycle = getattr(scope.get(RAW_SEND), "__self__", None)
+    transport = getattr(cycle, "transport", None)
+    if transport is None:
+        return False
+    transport.abort()
+    return True
+
+
+class DroppedResponse:
+    """No answer: the connection closes (`truncate`: after a partial answer).
+
+    For "drop" the TCP connection is aborted before any byte of the answer (httpx:
+    RemoteProtocolError "Server disconnected"; http.client: RemoteDisconnected). For
+    "truncate" uvicorn closes the transport when the app fails after the response has
+    started: the client gets a cut body (httpx: RemoteProtocolError; http.client:
+    IncompleteRead).
     """
 
     status_code = 200
 
+    def __init__(self, truncate: bool = False) -> None:
+        self.truncate = truncate
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self.truncate and _abort(scope):
+            raise ConnectionDropped("connection reset after the request was executed")
         await send(
             {
                 "type": "http.response.start",
@@ -75,7 +103,7 @@ class AfterFault:
     """Perform the next `times` matching writes, then answer `mode` instead of the result."""
 
     kind: str | None
-    mode: str  # "drop", "503" or "504"
+    mode: str  # "drop", "truncate", "503" or "504"
     times: int = 1
     mailbox: str | None = None
 
@@ -83,7 +111,7 @@ class AfterFault:
 class WriteHooks:
     """Executed writes, after-faults and callbacks, shared by one emulator's threads."""
 
-    MODES = ("drop", "503", "504")
+    MODES = ("drop", "truncate", "503", "504")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()

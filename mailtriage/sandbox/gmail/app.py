@@ -20,8 +20,9 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from mailtriage.sandbox.faults import DroppedResponse, Executed
+from mailtriage.sandbox.faults import DroppedResponse, Executed, keep_raw_send
 from mailtriage.sandbox.gmail.keys import PushSigner, ServiceAccountKey
 from mailtriage.sandbox.gmail.state import (
     UNAUTHORIZED_CLIENT,
@@ -283,7 +284,7 @@ def build_app(
     service_account: ServiceAccountKey,
     signer: PushSigner,
     token_url: Callable[[], str],
-) -> Starlette:
+) -> ASGIApp:
     """The Starlette app serving Gmail, the batch endpoint, the token grant and certs."""
     api = GmailApi(state)
 
@@ -297,8 +298,8 @@ def build_app(
         except LostAnswer as lost:
             # Emulator fault, not a documented Gmail behaviour: the call was done and its
             # answer is lost (connection dropped) or replaced by a gateway's 503/504.
-            if lost.mode == "drop":
-                return DroppedResponse()  # type: ignore[return-value]
+            if lost.mode in ("drop", "truncate"):
+                return DroppedResponse(truncate=lost.mode == "truncate")  # type: ignore[return-value]
             code = int(lost.mode)
             err = GmailError(code, "The service is currently unavailable.", "backendError")
             return _json_response(code, err.body())
@@ -370,7 +371,7 @@ def build_app(
         return JSONResponse({"ok": True, "time": time.time()})
 
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/batch/gmail/v1", batch, methods=["POST"]),
             Route("/token", token, methods=["POST"]),
@@ -379,3 +380,9 @@ def build_app(
             Route("/gmail/v1/{rest:path}", gmail, methods=methods),
         ]
     )
+
+    async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
+        keep_raw_send(scope, send)  # before Starlette wraps it (see sandbox.faults)
+        await app(scope, receive, send)
+
+    return asgi

@@ -376,6 +376,9 @@ class GmailState:
         self._storm_rng = random.Random(0)
         self.rate_limited = 0
         self.writes = WriteHooks()  # executed writes, lost answers, kill hooks
+        # Test knob for what no page documents: how soon a new message is searchable.
+        # Searches (`q`) miss messages younger than this; label listings see them at once.
+        self.search_lag_s = 0.0
         self.last_change: dict[str, Any] = {}  # labels the last modify really changed
         self.on_inbox: list[Any] = []  # callbacks(address, history_id) for the pusher
         self._ids = itertools.count(0x18C1F2A3B4C50000)
@@ -601,10 +604,13 @@ class GmailState:
         with self.lock:
             box = self.box(user)
             match = _query(q, box)
+            unindexed = time.time() * 1000 - self.search_lag_s * 1000 if q else None
             found = [
                 m
                 for m in box.messages.values()
-                if all(lab in m.labels for lab in label_ids) and match(m)
+                if all(lab in m.labels for lab in label_ids)
+                and match(m)
+                and (unindexed is None or m.internal_date_ms <= unindexed)
             ]
             found.sort(key=lambda m: (m.internal_date_ms, m.id), reverse=True)
             start = _page_token(page_token)

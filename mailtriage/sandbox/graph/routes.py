@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from mailtriage.sandbox.faults import DroppedResponse, Executed
+from mailtriage.sandbox.faults import DroppedResponse, Executed, keep_raw_send
 from mailtriage.sandbox.graph.state import (
     DeltaState,
     Folder,
@@ -333,6 +333,7 @@ class GraphApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
+        keep_raw_send(scope, send)
         request = Request(scope, receive)
         response = await self.handle(request)
         await response(scope, receive, send)
@@ -444,8 +445,8 @@ class GraphApp:
         is lost (dropped connection) or replaced by the 503/504 a gateway may give.
         """
         mode = self.state.writes.executed(done)
-        if mode == "drop":
-            return DroppedResponse()  # type: ignore[return-value]
+        if mode in ("drop", "truncate"):
+            return DroppedResponse(truncate=mode == "truncate")  # type: ignore[return-value]
         if mode == "503":
             return error_response(
                 503, "serviceNotAvailable", "The service is temporarily unavailable."
