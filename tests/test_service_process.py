@@ -7,7 +7,6 @@ schedule, and is stopped with SIGTERM.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -28,6 +27,7 @@ from mailtriage.data import EXAMPLE_CONFIG
 from mailtriage.sandbox.gmail import GmailEmulator
 from mailtriage.sandbox.graph import GraphEmulator
 from mailtriage.sandbox.server import free_port
+from mailtriage.sandbox.toml import write_toml
 
 GRAPH_BOX = "contact@atelier-dupont.fr"
 GMAIL_BOX = "info@atelier-dupont.com"
@@ -47,39 +47,6 @@ APPLICATION = (
     "Bonjour, je vous adresse ma candidature au poste de technicien de maintenance. "
     "Vous trouverez mon CV et ma lettre de motivation en pièce jointe. Cordialement, Jean {n}",
 )
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{json.dumps(k)} = {_toml(v)}" for k, v in value.items()) + "}"
-    raise TypeError(type(value))
-
-
-def write_toml(path: Path, data: dict[str, Any]) -> None:
-    """Enough TOML for a configuration: scalars, tables and arrays of tables."""
-    lines = [f"{k} = {_toml(v)}" for k, v in data.items() if not isinstance(v, dict | list)]
-    lines += [
-        f"{k} = {_toml(v)}"
-        for k, v in data.items()
-        if isinstance(v, list) and not (v and isinstance(v[0], dict))
-    ]
-    for key, value in data.items():
-        if isinstance(value, dict):
-            lines.append(f"\n[{key}]")
-            lines += [f"{k} = {_toml(v)}" for k, v in value.items()]
-        elif isinstance(value, list) and value and isinstance(value[0], dict):
-            for item in value:
-                lines.append(f"\n[[{key}]]")
-                lines += [f"{k} = {_toml(v)}" for k, v in item.items()]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 @pytest.fixture

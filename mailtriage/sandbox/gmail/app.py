@@ -142,7 +142,8 @@ class GmailApi:
             parsed = msg.parsed()
             detail = {"message_id": str(parsed["Message-ID"] or ""), "to": str(parsed["To"] or "")}
         elif api == "messages.modify":
-            detail = dict(self.state.last_change)
+            asked = _body(raw).get("removeLabelIds") or []
+            detail = {**self.state.last_change, "asked_remove": list(asked)}
         return Executed(api, user, target, detail=detail)
 
     def _call(
