@@ -201,7 +201,6 @@ class Service:
                 id=f"sync:{address}",
                 max_instances=1,
                 coalesce=True,
-                next_run_time=None,
             )
         if self.pushes:
             sched.add_job(self.renew, IntervalTrigger(minutes=30), id="renew", coalesce=True)

@@ -120,7 +120,13 @@ class ChaosConfig:
     # Chance, per kill cycle, to also lose the answer of one write (no kill).
     loss_share: float = 0.3
     backlog: int = 6  # messages kept waiting so that a kill always has work to hit
+    random_window_s: float = 6.0  # a random kill lands this long after a restart, at most
+    hook_wait_s: float = 8.0  # how long an armed hook or byte count waits for traffic
+    # Graph change notifications (a subscription renewed at each start, ~2 s of msgraph-sdk
+    # model loading); without them the scheduled sync drives Graph intake.
+    graph_push: bool = True
     drain_timeout_s: float = 180.0
+    service_log_level: str = "WARNING"
     log: Callable[[str], None] = field(default=lambda _: None)
 
 
@@ -137,6 +143,8 @@ class ChaosReport:
     orphan_drafts: int = 0
     restart_to_work_s: list[float] = field(default_factory=list)
     extra_restarts: int = 0
+    killed_before_work: int = 0  # restarts killed again before their first write
+    replayed_modifies: int = 0  # Gmail modifies asking a move already done (set-based: no-op)
     duration_s: float = 0.0
     details: list[str] = field(default_factory=list)
 
@@ -185,6 +193,8 @@ class ChaosReport:
             "answers lost without a kill: "
             + (", ".join(f"{k} {n}" for k, n in sorted(self.losses.items())) or "none")
         )
+        out.append(f"Gmail modifies replayed with no effect: {self.replayed_modifies}")
+        out.append(f"restarts killed again before their first write: {self.killed_before_work}")
         out.append(f"restarts that were not kills: {self.extra_restarts}")
         out.append(f"wall time: {self.duration_s:.0f} s")
         return "\n".join(out)
@@ -281,8 +291,10 @@ class ByteProxy:
 class Service:
     """One `mailtriage run` subprocess, killed and restarted at will."""
 
-    def __init__(self, config: Path, port: int, env: dict[str, str], log: Path) -> None:
-        self.config, self.port, self.env, self.log = config, port, env, log
+    def __init__(
+        self, config: Path, port: int, env: dict[str, str], log: Path, level: str = "WARNING"
+    ) -> None:
+        self.config, self.port, self.env, self.log, self.level = config, port, env, log, level
         self.proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
         self.started_at = 0.0
@@ -290,7 +302,7 @@ class Service:
     def start(self) -> float:
         with self._lock:
             self.proc = subprocess.Popen(
-                [str(MAILTRIAGE), "run", "-c", str(self.config), "--log-level", "WARNING"],
+                [str(MAILTRIAGE), "run", "-c", str(self.config), "--log-level", self.level],
                 env=self.env,
                 stdout=subprocess.DEVNULL,
                 stderr=self.log.open("ab"),
@@ -352,6 +364,7 @@ class Chaos:
         self._armed_hook: tuple[str, str] | None = None
         self._hook_fired = threading.Event()
         self._restarts: list[tuple[float, bool]] = []  # (restart time, work pending then)
+        self._kill_times: list[float] = []
 
     # -- set-up ------------------------------------------------------------------------
 
@@ -367,9 +380,10 @@ class Chaos:
             "sync_interval_s": 2,
             "host": "127.0.0.1",
             "port": port,
-            "public_url": f"http://127.0.0.1:{port}",
             "max_attempts": 10,
         }
+        if self.cfg.graph_push:
+            data["runtime"]["public_url"] = f"http://127.0.0.1:{port}"
         data["graph"] = {"base_url": graph_url + "/v1.0", "anonymous": True}
         data["gmail"] = {
             "service_account_env": KEY_ENV,
@@ -381,9 +395,15 @@ class Chaos:
             "push_service_account": gmail.signer.service_account,
             "retry_base_delay_s": 0.05,
         }
+        # A backfill day: mail that arrives before the very first sync is not skipped.
         data["mailbox"] = [
-            {"provider": "graph", "address": GRAPH_BOX},
-            {"provider": "gmail", "address": GMAIL_BOX, "categories": list(GMAIL_KEYS)},
+            {"provider": "graph", "address": GRAPH_BOX, "backfill_days": 1},
+            {
+                "provider": "gmail",
+                "address": GMAIL_BOX,
+                "categories": list(GMAIL_KEYS),
+                "backfill_days": 1,
+            },
         ]
         path = self.cfg.workdir / "chaos.toml"
         write_toml(path, data)
@@ -439,26 +459,38 @@ class Chaos:
 
         return on_write
 
-    def _kill_once(
-        self, service: Service, proxies: list[ByteProxy], graph: GraphEmulator, gmail: GmailEmulator
-    ) -> str | None:
-        """One kill of a randomly chosen kind; its name, or None when nothing was hit."""
-        roll = self.rng.random()
-        if roll < self.cfg.hook_share:
-            provider, kind = self.rng.choice(HOOK_KINDS)
+    def _plan(self) -> list[str]:
+        """The kinds of the kills to come, in a seeded order: every hook kind in turn,
+        the byte-count kills, the rest at random moments."""
+        cfg, rng = self.cfg, random.Random(self.cfg.seed)
+        hooks = round(cfg.kills * cfg.hook_share)
+        plan = [f"hook:{p}:{k}" for p, k in (HOOK_KINDS * cfg.kills)[:hooks]]
+        plan += ["bytes"] * round(cfg.kills * cfg.byte_share)
+        plan += ["random"] * (cfg.kills - len(plan))
+        rng.shuffle(plan)
+        return plan
+
+    def _kill_once(self, how: str, service: Service, proxies: list[ByteProxy]) -> str | None:
+        """One kill as planned; its name, or None when nothing was hit."""
+        if how.startswith("hook:"):
+            _, provider, kind = how.split(":", 2)
             self._hook_fired.clear()
             self._armed_hook = (provider, kind)
-            fired = self._hook_fired.wait(8.0)
+            fired = self._hook_fired.wait(self.cfg.hook_wait_s)
             self._armed_hook = None
-            return f"after {provider} {kind}" if fired else None
-        if roll < self.cfg.hook_share + self.cfg.byte_share:
+            if fired:
+                return f"after {provider} {kind}"
+            return "random moment" if service.kill() else None  # that write did not come
+        if how == "bytes":
             proxy = self.rng.choice(proxies)
             proxy.arm(self.rng.randint(1, 12_000), service.kill)
-            fired = proxy.fired.wait(8.0)
+            fired = proxy.fired.wait(self.cfg.hook_wait_s)
             proxy.disarm()
             which = "graph" if proxy is proxies[0] else "gmail"
-            return f"between bytes ({which})" if fired else None
-        time.sleep(self.rng.uniform(0.05, 2.5))
+            if fired:
+                return f"between bytes ({which})"
+            return "random moment" if service.kill() else None
+        time.sleep(self.rng.uniform(0.0, self.cfg.random_window_s))
         return "random moment" if service.kill() else None
 
     def _maybe_lose(self, graph: GraphEmulator, gmail: GmailEmulator) -> None:
@@ -497,7 +529,7 @@ class Chaos:
             gmail.subscribe_push(TOPIC, f"http://127.0.0.1:{port}/hooks/gmail")
             env = {k: v for k, v in os.environ.items() if not k.startswith("MAILTRIAGE_")}
             env[KEY_ENV] = gmail.service_account_json()
-            service = Service(config, port, env, cfg.workdir / "service.log")
+            service = Service(config, port, env, cfg.workdir / "service.log", cfg.service_log_level)
             graph.on_executed(None, self._hook("graph", service))
             gmail.on_executed(None, self._hook("gmail", service))
             try:
@@ -523,10 +555,11 @@ class Chaos:
     ) -> None:
         cfg = self.cfg
         misses = 0
+        plan = self._plan()
         while self.report.total_kills < cfg.kills:
             self._feed(graph, gmail)
             self._maybe_lose(graph, gmail)
-            kind = self._kill_once(service, proxies, graph, gmail)
+            kind = self._kill_once(plan[self.report.total_kills], service, proxies)
             if kind is None:
                 misses += 1
                 if misses > 3 * cfg.kills:
@@ -534,6 +567,7 @@ class Chaos:
                 continue
             self.report.kills[kind] += 1
             cfg.log(f"kill {self.report.total_kills}/{cfg.kills}: {kind}")
+            self._kill_times.append(time.monotonic())
             pending = self._pending(graph, gmail) > 0
             self._restarts.append((service.start(), pending))
             service.wait_up()
@@ -542,16 +576,22 @@ class Chaos:
         while self._n < self.cfg.messages:
             self._deliver_one(graph, gmail)
         deadline = time.monotonic() + self.cfg.drain_timeout_s
-        nudge = time.monotonic() + 30
-        while self._pending(graph, gmail) and time.monotonic() < deadline:
-            if not service.alive() or time.monotonic() > nudge:
-                # Only a restart (or a push) drives work while the scheduled sync is off.
-                service.kill()
+        while self._unsettled(graph, gmail) and time.monotonic() < deadline:
+            if not service.alive():  # it should not die by itself: restart, and count it
                 self.report.extra_restarts += 1
                 service.start()
                 service.wait_up()
-                nudge = time.monotonic() + 30
             time.sleep(0.25)
+
+    def _unsettled(self, graph: GraphEmulator, gmail: GmailEmulator) -> bool:
+        """Mail not processed yet in the mailboxes, or rows not final in the ledger."""
+        if self._pending(graph, gmail):
+            return True
+        ledger = Ledger(self.settings.state.url)
+        try:
+            return any(r.status not in Status.FINAL for r in ledger.recent(limit=100_000))
+        finally:
+            ledger.close()
 
     # -- the verdict -------------------------------------------------------------------
 
@@ -565,10 +605,18 @@ class Chaos:
             ledger.close()
         forwards = self._forwards(graph, gmail)
         graph_moves = Counter(e.target for e in graph.executed if e.kind == "move")
+        # A Gmail move is INBOX removed; a replayed modify that changes nothing is no move.
         gmail_moves = Counter(
             e.target
             for e in gmail.executed
-            if e.kind == "messages.modify" and "INBOX" in e.detail.get("asked_remove", [])
+            if e.kind == "messages.modify" and "INBOX" in e.detail.get("removed", [])
+        )
+        self.report.replayed_modifies = sum(
+            1
+            for e in gmail.executed
+            if e.kind == "messages.modify"
+            and "INBOX" in e.detail.get("asked_remove", [])
+            and "INBOX" not in e.detail.get("removed", [])
         )
         for d in self.delivered:
             box = GRAPH_BOX if d.provider == "graph" else GMAIL_BOX
@@ -597,12 +645,17 @@ class Chaos:
                 r.duplicate_moves += moves[d.ref] - 1
                 r.details.append(f"{moves[d.ref]} moves: {d}")
         r.orphan_drafts = len(graph.folder_messages(GRAPH_BOX, "Drafts"))
-        start = [t for t, pending in self._restarts if pending]
+        # Restart to the first provider write of that process (before it was killed again).
         writes = sorted(e.at for e in graph.executed + gmail.executed)
-        for t in start:
+        ends = [*self._kill_times[1:], float("inf")]
+        for (t, pending), end in zip(self._restarts, ends, strict=False):
             nxt = next((w for w in writes if w > t), None)
-            if nxt is not None:
+            if not pending:
+                continue
+            if nxt is not None and nxt < end:
                 r.restart_to_work_s.append(nxt - t)
+            else:
+                r.killed_before_work += 1
 
     def _forwards(self, graph: GraphEmulator, gmail: GmailEmulator) -> Counter[str]:
         """Forwards received, by the original's Message-ID (X-Mailtriage-Origin)."""
@@ -613,12 +666,12 @@ class Chaos:
                     "x-mailtriage-origin"
                 )
                 if origin:
-                    out[origin] += 1
+                    out[origin.strip()] += 1
         for _sender, _to, raw in gmail.outbound():
             parsed = email.message_from_bytes(raw, policy=email.policy.default)
-            origin = parsed["X-Mailtriage-Origin"]
+            origin = str(parsed["X-Mailtriage-Origin"] or "").strip()
             if origin:
-                out[str(origin)] += 1
+                out[origin] += 1
         return out
 
 

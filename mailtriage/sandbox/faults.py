@@ -73,12 +73,15 @@ class DroppedResponse:
 
 
 class _QuietDrops(logging.Filter):
-    """Keep uvicorn's log free of the tracebacks of deliberate drops."""
+    """Keep uvicorn's log free of the tracebacks of deliberate drops, and of clients that
+    were killed mid-request (chaos tests)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        from starlette.requests import ClientDisconnect
+
         exc = record.exc_info[1] if record.exc_info else None
         while exc is not None:
-            if isinstance(exc, ConnectionDropped):
+            if isinstance(exc, ConnectionDropped | ClientDisconnect):
                 return False
             exc = exc.__cause__ or exc.__context__
         return True

@@ -90,7 +90,10 @@ def is_retryable(exc: BaseException, api: str | None = None) -> bool:
         if status == 429 or status >= 500:
             return True
         return status == 403 and error_reason(exc) in RATE_LIMIT_REASONS
-    return isinstance(exc, (TransportError, socket.timeout, ConnectionError, TimeoutError))
+    return isinstance(
+        exc,
+        (TransportError, socket.timeout, ConnectionError, TimeoutError, http.client.HTTPException),
+    )
 
 
 def retry_after(exc: BaseException) -> float | None:

@@ -44,6 +44,10 @@ GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 RETRY_STATUSES = frozenset({429, 503, 504})
 # Statuses after which a non-idempotent request is known not to have been processed.
 REFUSED_STATUSES = frozenset({429})
+# Transport failures after which a request may have been done (its answer is lost); a
+# request that is safe to repeat is repeated up to LOST_ANSWER_RETRIES times.
+_LOST_ANSWER = (httpx.ReadError, httpx.RemoteProtocolError, httpx.ReadTimeout)
+LOST_ANSWER_RETRIES = 2
 # POSTs that are safe to repeat: a second folder or master category create answers 409.
 _IDEMPOTENT_POSTS = ("/childfolders", "/mailfolders", "/mastercategories")
 _USER = re.compile(r"/users/([^/]+)", re.I)
@@ -139,6 +143,13 @@ class GraphTransport(httpx.AsyncBaseTransport):
                 self.max_in_flight[key] = max(self.max_in_flight.get(key, 0), n)
                 try:
                     response = await self._inner.handle_async_request(request)
+                except _LOST_ANSWER:
+                    # The answer of a request that is safe to repeat was lost: repeat it.
+                    if not is_idempotent(request) or attempt >= LOST_ANSWER_RETRIES:
+                        raise
+                    attempt += 1
+                    self.retries += 1
+                    continue
                 finally:
                     self.in_flight[key] -= 1
             if response.status_code not in retry_on or attempt >= self.policy.max_retries:
