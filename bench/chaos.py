@@ -9,9 +9,10 @@ The service is restarted after each kill; at the end every message is checked in
 emulators and a table is printed. The target is 0 in every column but kills and messages.
 
     .venv/bin/python bench/chaos.py [--messages 200] [--kills 100] [--seed 1]
-                                    [--postgres] [--workdir DIR]
+                                    [--postgres] [--processes 2] [--no-graph-push]
 
-`--postgres` runs the ledger on a throwaway PostgreSQL cluster (tests/postgres.py).
+`--postgres` runs the ledger on a throwaway PostgreSQL cluster (tests/postgres.py);
+`--processes 2` runs two `mailtriage run` on that one database, each kill hitting one.
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--llm-latency", type=float, default=0.05)
     parser.add_argument("--postgres", action="store_true")
+    parser.add_argument("--processes", type=int, default=1, help="`run` processes on one DB")
+    parser.add_argument(
+        "--no-graph-push", action="store_true", help="no Graph subscription (schedule only)"
+    )
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
@@ -68,11 +73,16 @@ def main() -> int:
                 seed=args.seed,
                 llm_latency_s=args.llm_latency,
                 state_url=url,
+                processes=args.processes,
+                graph_push=not args.no_graph_push,
                 log=log,
             )
         )
     db = "PostgreSQL" if args.postgres else "SQLite"
-    print(f"chaos: {args.messages} messages, {args.kills} kills, seed {args.seed}, ledger {db}")
+    print(
+        f"chaos: {args.messages} messages, {args.kills} kills, seed {args.seed}, ledger {db}, "
+        f"{args.processes} process(es), Graph push {'off' if args.no_graph_push else 'on'}"
+    )
     print(report.table())
     for line in report.details[:40]:
         print("  " + line)

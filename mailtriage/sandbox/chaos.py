@@ -125,6 +125,8 @@ class ChaosConfig:
     # Graph change notifications (a subscription renewed at each start, ~2 s of msgraph-sdk
     # model loading); without them the scheduled sync drives Graph intake.
     graph_push: bool = True
+    # `mailtriage run` processes on the one state database; each kill hits one of them.
+    processes: int = 1
     drain_timeout_s: float = 180.0
     service_log_level: str = "WARNING"
     log: Callable[[str], None] = field(default=lambda _: None)
@@ -365,11 +367,19 @@ class Chaos:
         self._hook_fired = threading.Event()
         self._restarts: list[tuple[float, bool]] = []  # (restart time, work pending then)
         self._kill_times: list[float] = []
+        self.services: list[Service] = []
+        self.victim: Service | None = None
 
     # -- set-up ------------------------------------------------------------------------
 
     def _config(
-        self, graph_url: str, gmail_url: str, gmail: GmailEmulator, llm: SandboxLLM, port: int
+        self,
+        graph_url: str,
+        gmail_url: str,
+        gmail: GmailEmulator,
+        llm: SandboxLLM,
+        port: int,
+        index: int = 0,
     ) -> Path:
         data = tomllib.loads(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
         data["classifier"] = "llm"
@@ -405,7 +415,7 @@ class Chaos:
                 "backfill_days": 1,
             },
         ]
-        path = self.cfg.workdir / "chaos.toml"
+        path = self.cfg.workdir / f"chaos{index or ''}.toml"
         write_toml(path, data)
         return path
 
@@ -450,11 +460,11 @@ class Chaos:
 
     # -- kills -------------------------------------------------------------------------
 
-    def _hook(self, provider: str, service: Service) -> Callable[[Executed], None]:
+    def _hook(self, provider: str) -> Callable[[Executed], None]:
         def on_write(done: Executed) -> None:
             if self._armed_hook == (provider, done.kind):
                 self._armed_hook = None
-                if service.kill():
+                if self.victim is not None and self.victim.kill():
                     self._hook_fired.set()
 
         return on_write
@@ -470,8 +480,9 @@ class Chaos:
         rng.shuffle(plan)
         return plan
 
-    def _kill_once(self, how: str, service: Service, proxies: list[ByteProxy]) -> str | None:
+    def _kill_once(self, how: str, proxies: list[ByteProxy]) -> str | None:
         """One kill as planned; its name, or None when nothing was hit."""
+        service = self.victim = self.rng.choice(self.services)
         if how.startswith("hook:"):
             _, provider, kind = how.split(":", 2)
             self._hook_fired.clear()
@@ -521,25 +532,33 @@ class Chaos:
                 ByteProxy(int(graph.url.rsplit(":", 1)[1])).start(),
                 ByteProxy(gmail.port).start(),
             ]
-            port = free_port()
-            config = self._config(proxies[0].url, proxies[1].url, gmail, llm, port)
-            settings = load_settings(config)
-            self.settings = settings
-            self.processed_label = settings.gmail.processed_label
-            gmail.subscribe_push(TOPIC, f"http://127.0.0.1:{port}/hooks/gmail")
             env = {k: v for k, v in os.environ.items() if not k.startswith("MAILTRIAGE_")}
             env[KEY_ENV] = gmail.service_account_json()
-            service = Service(config, port, env, cfg.workdir / "service.log", cfg.service_log_level)
-            graph.on_executed(None, self._hook("graph", service))
-            gmail.on_executed(None, self._hook("gmail", service))
+            for i in range(cfg.processes):
+                port = free_port()
+                config = self._config(proxies[0].url, proxies[1].url, gmail, llm, port, i)
+                gmail.subscribe_push(
+                    TOPIC, f"http://127.0.0.1:{port}/hooks/gmail", name=f"push-{port}"
+                )
+                log = cfg.workdir / f"service{i or ''}.log"
+                self.services.append(Service(config, port, env, log, cfg.service_log_level))
+            settings = load_settings(self.services[0].config)
+            self.settings = settings
+            self.processed_label = settings.gmail.processed_label
+            self.victim = self.services[0]
+            graph.on_executed(None, self._hook("graph"))
+            gmail.on_executed(None, self._hook("gmail"))
             try:
-                service.start()
-                service.wait_up()
-                time.sleep(1.0)  # first syncs take their cursors "from now"
-                self._loop(service, proxies, graph, gmail)
-                self._drain(service, graph, gmail)
+                for service in self.services:
+                    service.start()
+                for service in self.services:
+                    service.wait_up()
+                time.sleep(1.0)  # first syncs take their cursors
+                self._loop(proxies, graph, gmail)
+                self._drain(graph, gmail)
             finally:
-                service.stop()
+                for service in self.services:
+                    service.stop()
                 for p in proxies:
                     p.stop()
             self._check(graph, gmail, settings)
@@ -550,16 +569,14 @@ class Chaos:
         while self._n < self.cfg.messages and self._pending(graph, gmail) < self.cfg.backlog:
             self._deliver_one(graph, gmail)
 
-    def _loop(
-        self, service: Service, proxies: list[ByteProxy], graph: GraphEmulator, gmail: GmailEmulator
-    ) -> None:
+    def _loop(self, proxies: list[ByteProxy], graph: GraphEmulator, gmail: GmailEmulator) -> None:
         cfg = self.cfg
         misses = 0
         plan = self._plan()
         while self.report.total_kills < cfg.kills:
             self._feed(graph, gmail)
             self._maybe_lose(graph, gmail)
-            kind = self._kill_once(plan[self.report.total_kills], service, proxies)
+            kind = self._kill_once(plan[self.report.total_kills], proxies)
             if kind is None:
                 misses += 1
                 if misses > 3 * cfg.kills:
@@ -569,18 +586,20 @@ class Chaos:
             cfg.log(f"kill {self.report.total_kills}/{cfg.kills}: {kind}")
             self._kill_times.append(time.monotonic())
             pending = self._pending(graph, gmail) > 0
-            self._restarts.append((service.start(), pending))
-            service.wait_up()
+            assert self.victim is not None
+            self._restarts.append((self.victim.start(), pending))
+            self.victim.wait_up()
 
-    def _drain(self, service: Service, graph: GraphEmulator, gmail: GmailEmulator) -> None:
+    def _drain(self, graph: GraphEmulator, gmail: GmailEmulator) -> None:
         while self._n < self.cfg.messages:
             self._deliver_one(graph, gmail)
         deadline = time.monotonic() + self.cfg.drain_timeout_s
         while self._unsettled(graph, gmail) and time.monotonic() < deadline:
-            if not service.alive():  # it should not die by itself: restart, and count it
-                self.report.extra_restarts += 1
-                service.start()
-                service.wait_up()
+            for service in self.services:
+                if not service.alive():  # none dies by itself: restart it, and count it
+                    self.report.extra_restarts += 1
+                    service.start()
+                    service.wait_up()
             time.sleep(0.25)
 
     def _unsettled(self, graph: GraphEmulator, gmail: GmailEmulator) -> bool:
