@@ -185,3 +185,50 @@ async def test_resumed_move_does_not_undo_a_staff_move(
     emu.move(SHARED, message.provider_id, "Archives")  # staff sorted it meanwhile
     assert [r.ok for r in await box.apply(message, MOVE, ScriptedJournal(Intent(earlier=True)))]
     assert writes(emu, "move") == [] and emu.where(SHARED, message.provider_id) == "Archives"
+
+
+async def test_draft_left_by_a_crash_is_sent_even_when_the_original_is_gone(
+    emu: GraphEmulator, box: GraphMailbox, tmp_path: Any
+) -> None:
+    """No orphan draft: the pipeline's retry finds the draft and sends it, then gives up
+    on the deleted original (nothing else can be done to it)."""
+    from mailtriage.core.decision import Decision
+    from mailtriage.core.ledger import Ledger, Status
+    from mailtriage.core.pipeline import Outcome, Pipeline, RetryPolicy
+    from tests.helpers import ScriptedClassifier
+
+    message, key = await arrived(emu, box)
+    ledger = Ledger(f"sqlite:///{tmp_path / 'state.db'}")
+    row = ledger.claim(message, "me")
+    assert row is not None
+    ledger.record_decision(
+        row.id, Decision("rh", 0.9, "r", "test"), FORWARD, routed_to_review=False
+    )
+    (intent,) = ledger.begin_actions(row.id, [0], "me") or []
+    assert intent.key == key
+    # the crash: createForward was done, nothing recorded after it
+    url = f"{emu.base_url}/users/{SHARED}/messages/{message.provider_id}/createForward"
+    draft = {
+        "message": {
+            "toRecipients": [{"emailAddress": {"address": RH}}],
+            "singleValueExtendedProperties": [{"id": FORWARD_PROP, "value": key}],
+        }
+    }
+    assert httpx.post(url, json=draft).status_code == 201
+    with emu.state.lock:  # staff deleted the original meanwhile
+        mb = emu.mailbox(SHARED)
+        emu.state.remove(mb, mb.messages[message.provider_id])
+    settings = sandbox_settings(emu.base_url, [SHARED])
+    pipeline = Pipeline(
+        settings,
+        ledger,
+        ScriptedClassifier(lambda m: ("rh", 0.9)),
+        owner="me",
+        retry=RetryPolicy(0, 0),
+        exclusive=True,
+    )
+    (result,) = await pipeline.retry_due(box)
+    assert result.status == Outcome.GAVE_UP
+    assert delivered(emu) == 1 and emu.folder_messages(SHARED, "Drafts") == []
+    rec = ledger.record(row.id)
+    assert rec.status == Status.GAVE_UP and rec.actions[0][0] == "applied"
