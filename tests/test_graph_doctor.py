@@ -42,11 +42,8 @@ async def test_doctor_stops_at_bad_credentials() -> None:
 
     with GraphEmulator() as emu:
         emu.add_mailbox(OK)
-        settings = sandbox_settings(
-            emu.base_url,
-            [OK],
-            graph={"anonymous": False, "tenant_id": "t", "client_id": "c", "client_secret_env": "S"},
-        )
+        app_only = {"tenant_id": "t", "client_id": "c", "client_secret_env": "S"}
+        settings = sandbox_settings(emu.base_url, [OK], graph={**app_only, "anonymous": False})
         client = build_client(settings.graph, credential=Refusing())
         checks = await diagnose(settings, client=client)
         await client.aclose()
