@@ -32,7 +32,7 @@ class Removal:
 
 
 def _failure(provider: str, target: str, exc: BaseException) -> Removal:
-    text = str(exc) or type(exc).__name__
+    text = (str(exc) or type(exc).__name__).removeprefix(f"{target}: ")
     return Removal(provider, target, False, text)
 
 
@@ -64,7 +64,8 @@ async def remove_graph(
         await push.aclose()
     for address in boxes:
         error = push.errors.get(address)
-        out.append(Removal("graph", address, error is None, error or "subscription deleted"))
+        error = error.removeprefix(f"{address}: ") if error else None
+        out.append(Removal("graph", address, error is None, error or "no subscription left"))
     return out
 
 
@@ -115,15 +116,13 @@ def report(removals: list[Removal], *, as_json: bool = False) -> None:
     ok = all(r.ok for r in removals)
     if as_json:
         echo_json({"ok": ok, "removals": [asdict(r) for r in removals]})
-    elif not removals:
-        console.print("nothing to remove: no mailbox with push configured")
-    for r in removals if not as_json else ():
-        if r.ok:
-            console.print(plain(f"{r.provider}: {r.target}: {r.detail}"))
-        else:
-            console.print(
-                f"[red]{escape(r.provider)}: {escape(r.target)}: {escape(r.detail)}[/red]"
-            )
+    else:
+        if not removals:
+            console.print("nothing to remove: no mailbox with push configured")
+        for r in removals:
+            line = f"{r.provider}: {r.target}: {r.detail}"
+            text = plain(line) if r.ok else f"[red]{escape(line)}[/red]"
+            console.print(text, soft_wrap=True)  # one line each, whatever the width
     if not ok:
         raise typer.Exit(1)
 

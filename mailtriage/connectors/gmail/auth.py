@@ -20,6 +20,7 @@ Organisations created since May 2024 refuse service-account key creation by defa
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,6 +140,10 @@ def _default_credentials() -> Any:
     import google.auth
     from google.auth.exceptions import DefaultCredentialsError
 
+    # "No project ID could be determined" is logged at WARNING; delegation needs none.
+    logger = logging.getLogger("google.auth._default")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
     try:
         credentials, _project = google.auth.default(scopes=[CLOUD_PLATFORM])
     except DefaultCredentialsError:
@@ -148,6 +153,8 @@ def _default_credentials() -> Any:
             "GOOGLE_APPLICATION_CREDENTIALS at a workload identity federation file, or run "
             "`gcloud auth application-default login`"
         ) from None
+    finally:
+        logger.setLevel(level)
     return credentials
 
 
@@ -168,10 +175,12 @@ def service_account_info(gmail: GmailSettings) -> dict[str, Any]:
             text, where = value, f"gmail.service_account_env: {gmail.service_account_env}"
         else:
             path = Path(value).expanduser()
-            text, where = _read(path, "gmail.service_account_env"), f"gmail key file {path}"
+            where = f"gmail.service_account_env: key file {path}"
+            text = _read(path, "gmail.service_account_env")
     elif gmail.service_account_file:
         path = Path(gmail.service_account_file).expanduser()
-        text, where = _read(path, "gmail.service_account_file"), f"gmail key file {path}"
+        where = f"gmail.service_account_file: key file {path}"
+        text = _read(path, "gmail.service_account_file")
     else:
         raise ConfigError("gmail: set service_account_file or service_account_env")
     try:
