@@ -88,9 +88,7 @@ def user_errors(fn: F) -> F:
             )
             raise typer.Exit(2) from None
         except MailtriageError as exc:
-            err_console.print(
-                f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True
-            )
+            err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err_console.print("interrupted")

@@ -430,6 +430,11 @@ class Settings(_Model):
             unknown = [k for k in mb.categories if k not in keys]
             if unknown:
                 raise ValueError(f"mailbox[{i}].categories: unknown keys {unknown}")
+            unknown = sorted({k for k in mb.folder_map.values() if k not in keys})
+            if unknown:
+                raise ValueError(f"mailbox[{i}].folder_map: unknown category keys {unknown}")
+        if self.classifier in ("llm", "cascade") and not self.llm.configured:
+            raise ValueError(f"classifier: {self.classifier!r} needs [llm] model to be set")
         for provider, section in (("graph", self.graph), ("gmail", self.gmail)):
             users = [m.address for m in self.mailboxes if m.provider == provider]
             missing = section.missing() if users else []
