@@ -91,35 +91,33 @@ def emit(rows: list[Row], *, as_json: bool, notes: Iterable[str] = ()) -> None:
 def core_rows(settings: Settings, ledger: Ledger) -> list[Row]:
     """The state database and the model endpoint."""
     ok = ledger.ping()
-    rows = [
-        Row(
-            "mailtriage",
-            "state database",
-            "reachable",
-            ok,
-            ledger.display_url,
-            "" if ok else "check [state] url, the database server and its credentials",
-        )
-    ]
-    if settings.llm.configured:
-        from mailtriage.core.llm import llm_reachable
+    state = Row(
+        "mailtriage",
+        "state database",
+        "reachable",
+        ok,
+        ledger.display_url,
+        "" if ok else "check [state] url, the database server and its credentials",
+    )
+    return [state, model_row(settings)]
 
-        ok = llm_reachable(settings)
-        rows.append(
-            Row(
-                "mailtriage",
-                f"model {settings.llm.model}",
-                "reachable",
-                ok,
-                settings.llm.base_url,
-                "" if ok else "start the model server, or fix [llm] base_url / model",
-            )
-        )
-    else:
-        rows.append(
-            Row("mailtriage", "model", "configured", True, "none: the embedded classifier decides")
-        )
-    return rows
+
+def model_row(settings: Settings) -> Row:
+    """Whether the configured model endpoint answers (none configured: the embedded model)."""
+    if not settings.llm.configured:
+        detail = "none: the embedded classifier decides"
+        return Row("mailtriage", "model", "configured", True, detail)
+    from mailtriage.core.llm import llm_reachable
+
+    ok = llm_reachable(settings)
+    return Row(
+        "mailtriage",
+        f"model {settings.llm.model}",
+        "reachable",
+        ok,
+        settings.llm.base_url,
+        "" if ok else "start the model server, or fix [llm] base_url / model",
+    )
 
 
 def provider_rows(

@@ -39,23 +39,34 @@ GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
 GOOGLE_IAM_ENDPOINT = "https://iamcredentials.googleapis.com/"
 
 
-class RoutedHttp(httplib2.Http):  # type: ignore[misc]
-    """httplib2 that sends Google's fixed auth URLs to configured endpoints.
+def transport(gmail: GmailSettings) -> Any:
+    """The one place the plain httplib2 transport of a mailbox is made."""
+    return httplib2.Http(timeout=gmail.request_timeout_s)
+
+
+class RoutedHttp:
+    """An httplib2 transport that sends Google's fixed auth URLs to configured endpoints.
 
     `impersonated_credentials` builds the signJwt and token URLs itself; a private
-    endpoint (or the sandbox) is reached by rewriting their prefix here.
+    endpoint (or the sandbox) is reached by rewriting their prefix here. Everything else
+    is the wrapped transport's.
     """
 
-    def __init__(self, routes: dict[str, str], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.routes = routes
+    def __init__(self, http: Any, routes: dict[str, str]) -> None:
+        self.__dict__.update(_http=http, routes=routes)
 
     def request(self, uri: str, *args: Any, **kwargs: Any) -> Any:
         for prefix, target in self.routes.items():
             if uri.startswith(prefix):
                 uri = target + uri[len(prefix) :]
                 break
-        return super().request(uri, *args, **kwargs)
+        return self._http.request(uri, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["_http"], name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._http, name, value)
 
 
 def _routes(gmail: GmailSettings) -> dict[str, str]:
@@ -104,7 +115,8 @@ class Delegation:
 
     def http(self) -> Any:
         """A plain transport for these credentials (token and signJwt calls routed)."""
-        return RoutedHttp(_routes(self.gmail), timeout=self.gmail.request_timeout_s)
+        routes = _routes(self.gmail)
+        return RoutedHttp(transport(self.gmail), routes) if routes else transport(self.gmail)
 
     def request(self) -> Any:
         """A google-auth Request, for refreshing credentials outside an AuthorizedHttp."""
@@ -224,7 +236,7 @@ def _read(path: Path, field: str) -> str:
 def authorized_http(gmail: GmailSettings, subject: str, delegation: Delegation | None) -> Any:
     """httplib2 transport carrying DWD credentials for `subject` (or none when anonymous)."""
     if gmail.anonymous or delegation is None:
-        return httplib2.Http(timeout=gmail.request_timeout_s)
+        return transport(gmail)
     try:
         creds = delegation.credentials(subject)
     except (ValueError, KeyError) as exc:
