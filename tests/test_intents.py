@@ -98,3 +98,33 @@ async def test_a_message_gone_after_a_crash_settles_its_forward(ledger: Ledger) 
     assert len(box.sent) == 1
     (row,) = ledger.recent()
     assert [state for state, _, _ in row.actions][1] == ActionState.APPLIED  # found: sent
+
+
+async def test_write_once_looks_before_every_retry() -> None:
+    from mailtriage.core.errors import OutcomeUnknownError
+    from mailtriage.core.intents import write_once
+
+    calls: list[str] = []
+    done = False
+
+    async def write() -> None:
+        nonlocal done
+        calls.append("write")
+        done = True  # it happens, but the answer is lost
+        raise OutcomeUnknownError("lost")
+
+    async def settle() -> bool:
+        calls.append("look")
+        return done
+
+    await write_once(write, settle, look_first=False, attempts=3, delay_s=0)
+    assert calls == ["write", "look"]  # found: not written again
+
+    async def never() -> bool:
+        calls.append("look")
+        return False
+
+    calls.clear()
+    with pytest.raises(OutcomeUnknownError):
+        await write_once(write, never, look_first=True, attempts=2, delay_s=0)
+    assert calls == ["look", "write", "look", "write"]

@@ -9,11 +9,14 @@ looks for that evidence first: found means done, not found means do it.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 from mailtriage.core.actions import Action, Forward, Move
+from mailtriage.core.errors import OutcomeUnknownError
 
 # Every forward id (and the Message-ID of a Gmail forward) starts with this.
 FORWARD_KEY_PREFIX = "mtf-"
@@ -57,3 +60,35 @@ class Intent:
 
 
 NO_INTENT = Intent()
+
+
+async def write_once(
+    write: Callable[[], Awaitable[None]],
+    settle: Callable[[], Awaitable[bool]],
+    *,
+    look_first: bool,
+    attempts: int,
+    delay_s: float,
+    on_unknown: Callable[[OutcomeUnknownError], None] | None = None,
+) -> None:
+    """Do a write that is not idempotent, at most once.
+
+    `settle()` looks for the write's evidence and finishes what it finds (True: done). It
+    runs first when an earlier attempt may have written (`look_first`), and before every
+    retry after an `OutcomeUnknownError`; the last one propagates.
+    """
+    look = look_first
+    for attempt in range(attempts):
+        try:
+            if look and await settle():
+                return
+            await write()
+            return
+        except OutcomeUnknownError as exc:
+            if attempt + 1 == attempts:
+                raise
+            if on_unknown is not None:
+                on_unknown(exc)
+            look = True
+            if delay_s:
+                await asyncio.sleep(delay_s * (attempt + 1))

@@ -15,7 +15,6 @@ connection the sent copy can be found again before anything is sent a second tim
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 from collections.abc import Awaitable, Callable
@@ -24,8 +23,8 @@ from typing import Any
 from mailtriage.connectors.gmail.client import GmailClient
 from mailtriage.connectors.gmail.mime import build_forward
 from mailtriage.core.actions import Forward
-from mailtriage.core.errors import ConnectorError, NotFoundError, OutcomeUnknownError
-from mailtriage.core.intents import Intent, forward_key, forward_message_id
+from mailtriage.core.errors import ConnectorError, NotFoundError
+from mailtriage.core.intents import Intent, forward_key, forward_message_id, write_once
 from mailtriage.core.message import Message
 
 log = logging.getLogger(__name__)
@@ -60,21 +59,21 @@ class GmailForwards:
         """Send the forward of `message` unless its sent copy exists already."""
         key = intent.key or forward_key(self.address, message.provider_id, "")
         message_id = forward_message_id(key, self.address)
-        check = intent.earlier
-        for attempt in range(SEND_ATTEMPTS):
-            try:
-                if check and await self.was_sent(message_id):
-                    return
-                await self._send(await original(message.provider_id), message, action, message_id)
-                return
-            except OutcomeUnknownError as exc:
-                if attempt + 1 == SEND_ATTEMPTS:
-                    raise
-                log.warning("gmail %s: send outcome unknown (%s); checking", self.address, exc)
-                check = True
-                if self.retry_delay_s:
-                    await asyncio.sleep(self.retry_delay_s * (attempt + 1))
-        raise AssertionError("unreachable")
+
+        async def send() -> None:
+            original_raw = await original(message.provider_id)
+            await self._send(original_raw, message, action, message_id)
+
+        await write_once(
+            send,
+            lambda: self.was_sent(message_id),
+            look_first=intent.earlier,
+            attempts=SEND_ATTEMPTS,
+            delay_s=self.retry_delay_s,
+            on_unknown=lambda exc: log.warning(
+                "gmail %s: send outcome unknown (%s); checking", self.address, exc
+            ),
+        )
 
     async def _send(
         self, original: bytes, message: Message, action: Forward, message_id: str

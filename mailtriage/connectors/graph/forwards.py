@@ -20,7 +20,6 @@ draft only means send that draft (extra drafts are deleted), nothing means forwa
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -41,7 +40,7 @@ from mailtriage.connectors.graph.calls import PREFER_IMMUTABLE, GraphCalls, cfg,
 from mailtriage.connectors.graph.convert import MARKER_GUID
 from mailtriage.core.actions import Forward
 from mailtriage.core.errors import ConnectorError, NotFoundError, OutcomeUnknownError
-from mailtriage.core.intents import Intent, forward_key
+from mailtriage.core.intents import Intent, forward_key, write_once
 from mailtriage.core.message import Message
 from mailtriage.core.rules import LOOP_HEADER, ORIGIN_HEADER
 
@@ -107,21 +106,16 @@ class GraphForwards:
             evidence = value
             await note(value)
 
-        check = intent.earlier
-        for attempt in range(FORWARD_ATTEMPTS):
-            try:
-                if check and await self.settle(key, evidence, noted):
-                    return
-                await self._create_and_send(message, msg_id, action, key, noted)
-                return
-            except OutcomeUnknownError as exc:
-                if attempt + 1 == FORWARD_ATTEMPTS:
-                    raise
-                log.warning("graph %s: forward outcome unknown (%s); checking", self.address, exc)
-                check = True
-                if self.retry_delay_s:
-                    await asyncio.sleep(self.retry_delay_s * (attempt + 1))
-        raise AssertionError("unreachable")
+        await write_once(
+            lambda: self._create_and_send(message, msg_id, action, key, noted),
+            lambda: self.settle(key, evidence, noted),
+            look_first=intent.earlier,
+            attempts=FORWARD_ATTEMPTS,
+            delay_s=self.retry_delay_s,
+            on_unknown=lambda exc: log.warning(
+                "graph %s: forward outcome unknown (%s); checking", self.address, exc
+            ),
+        )
 
     async def copies(self, key: str) -> list[Copy]:
         """Drafts and sent copies of the forward `key`, anywhere in the mailbox (one GET)."""
