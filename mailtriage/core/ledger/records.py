@@ -72,7 +72,6 @@ class Record:
     actions: tuple[tuple[str, Action, str], ...]  # (state, action, error)
     raw_updated_at: datetime | None = None  # as stored, for compare-and-set
     intents: tuple[ActionIntent, ...] = ()  # one per action, same order
-    owner: str = ""
 
     @property
     def pending_actions(self) -> list[Action]:
@@ -111,5 +110,4 @@ def snapshot(row: MessageRow) -> Record:
             ActionIntent(a.intent_key or "", aware(a.started_at), a.tries or 0, a.evidence or "")
             for a in row.actions
         ),
-        owner=row.owner,
     )
