@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from mailtriage.cli import app
 from mailtriage.data import EXAMPLE_CONFIG
 from mailtriage.sandbox.graph import GraphEmulator
-from tests.test_service_process import write_toml
+from mailtriage.sandbox.process import write_toml
 
 runner = CliRunner(env={"COLUMNS": "220"})
 
@@ -38,10 +38,64 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert usage.exit_code == 2
 
 
+def with_secrets(tmp_path: Path, **top: object) -> tuple[Path, dict[str, str]]:
+    """The example configuration with every secret it names present."""
+    key = tmp_path / "service-account.json"
+    key.write_text('{"type": "service_account"}', encoding="utf-8")
+    cfg = config_file(tmp_path, **top)
+    text = cfg.read_text(encoding="utf-8").replace("/etc/mailtriage/service-account.json", str(key))
+    cfg.write_text(text, encoding="utf-8")
+    env = {"MAILTRIAGE_GRAPH_SECRET": "s3cret", "MAILTRIAGE_CLIENT_STATE": "state"}
+    return cfg, env
+
+
 def test_check_config_summarises(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["check-config", "-c", str(config_file(tmp_path))])
+    cfg, env = with_secrets(tmp_path)
+    result = runner.invoke(app, ["check-config", "-c", str(cfg)], env=env)
     assert result.exit_code == 0, result.output
     assert "rh@atelier-dupont.fr" in result.output and "classifier: embedded" in result.output
+    assert "s3cret" not in result.output
+
+
+def test_check_config_reports_missing_secrets_without_connecting(tmp_path: Path) -> None:
+    cfg, _ = with_secrets(tmp_path)
+    missing = runner.invoke(
+        app,
+        ["check-config", "-c", str(cfg)],
+        env={"MAILTRIAGE_GRAPH_SECRET": None, "MAILTRIAGE_CLIENT_STATE": None},
+    )
+    assert missing.exit_code == 2 and "Traceback" not in missing.output
+    lines = missing.output.strip().splitlines()
+    assert lines[0].endswith(
+        "graph.client_secret_env: environment variable MAILTRIAGE_GRAPH_SECRET is not set"
+    )
+    assert lines[1] == (
+        "runtime.client_state_env: environment variable MAILTRIAGE_CLIENT_STATE is not set"
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("not a url", "state.url: 'not a url' is not a database URL"),
+        ("foo://db.internal/x", "state.url: unsupported database 'foo'"),
+        ("mysql://u@h/d", "state.url: unsupported database 'mysql'"),
+        ("sqlite:////nonexistent/dir/state.sqlite", "directory /nonexistent/dir does not exist"),
+        # Well-formed: check-config does not connect, so an unreachable server passes.
+        ("postgresql+psycopg://u:pw@127.0.0.1:1/db", None),
+    ],
+)
+def test_check_config_judges_the_state_url_without_connecting(
+    tmp_path: Path, url: str, expected: str | None
+) -> None:
+    cfg, env = with_secrets(tmp_path, state={"url": url})
+    result = runner.invoke(app, ["check-config", "-c", str(cfg)], env=env)
+    if expected is None:
+        assert result.exit_code == 0, result.output
+        assert ":pw@" not in result.output  # the password is never printed
+    else:
+        assert result.exit_code == 2 and expected in result.output
+        assert len(result.output.strip().splitlines()) == 1
 
 
 def test_classify_previews_shared_data_and_changes_nothing(

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from mailtriage.cli import console, user_errors
 from mailtriage.cli.options import DEFAULT_CONFIG, ConfigOption, load
-from mailtriage.core import planner, rules
+from mailtriage.core import planner, preflight, rules
 from mailtriage.core.classifiers import build_classifier
 from mailtriage.core.config import Settings
 from mailtriage.core.errors import ClassifierError, MessageParseError
@@ -21,8 +21,9 @@ from mailtriage.core.ports import Classifier
 
 
 def check_config(config: ConfigOption = DEFAULT_CONFIG) -> None:
-    """Validate the configuration and summarise it."""
+    """Validate the configuration, check secrets and the state URL (no network), summarise."""
     settings = load(config)
+    preflight.check(settings)
     table = Table(title=f"{config}: valid", show_lines=False)
     for col in ("category", "name", "label", "move to", "forward to", "read"):
         table.add_column(col)
