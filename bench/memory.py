@@ -24,6 +24,7 @@ Figures are from a shared 2-core machine: RSS is steady, times are noisy.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import quopri
 import sqlite3
@@ -120,10 +121,8 @@ class Watch:
         with httpx.Client(timeout=60) as client:
             while not self._stop.is_set():
                 started = time.perf_counter()
-                try:
+                with contextlib.suppress(httpx.HTTPError):
                     client.get(self.svc.url("/healthz"))
-                except httpx.HTTPError:
-                    pass
                 self.worst = max(self.worst, time.perf_counter() - started)
                 time.sleep(0.05)
 
@@ -208,7 +207,8 @@ def case_mail(
                     sender="news@boutique.example",
                 )
         try:
-            wait_for(lambda b=box: rows(state, b) >= start_rows + count, 600, "the big mails")
+            target = start_rows + count
+            wait_for(lambda b=box, t=target: rows(state, b) >= t, 600, "the big mails")
             note = f"recorded in {time.perf_counter() - started:.1f} s"
         except AssertionError:
             note = "NOT recorded within 600 s"
@@ -252,9 +252,7 @@ def case_classify(tmp: Path, config: Path, size: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--case", action="append", choices=["webhook", "mail", "mail3", "classify"]
-    )
+    parser.add_argument("--case", action="append", choices=["webhook", "mail", "mail3", "classify"])
     parser.add_argument("--webhook-mb", type=int, default=400)
     parser.add_argument("--mail-mb", type=int, default=50)
     parser.add_argument("--classify-mb", type=int, default=200)

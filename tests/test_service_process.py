@@ -97,8 +97,9 @@ def forwards(graph: GraphEmulator, gmail: GmailEmulator) -> tuple[Counter[str], 
 
 
 def gmail_done(gmail: GmailEmulator, count: int) -> bool:
-    labelled = [m for m in gmail.messages(GMAIL_BOX) if "INBOX" not in m.labels]
-    return len(labelled) >= count
+    """Received messages moved out of the inbox (the service's own forwards not counted)."""
+    moved = [m for m in gmail.messages(GMAIL_BOX) if not {"INBOX", "SENT"} & set(m.labels)]
+    return len(moved) >= count
 
 
 def graph_done(graph: GraphEmulator, count: int) -> bool:
@@ -171,3 +172,80 @@ def test_two_processes_share_one_database(
     graph_fw, gmail_fw = forwards(graph, gmail)
     assert sum(graph_fw.values()) == 12 and set(graph_fw.values()) == {1}
     assert sum(gmail_fw.values()) == 12 and set(gmail_fw.values()) == {1}
+
+
+def test_without_push_the_schedule_alone_brings_mail_in(
+    emulators: tuple[GraphEmulator, GmailEmulator], tmp_path: Path
+) -> None:
+    """No public URL, no Pub/Sub topic: mail only lands in the emulators, and the service
+    must fetch it by itself, within two sync intervals, every time."""
+    graph, gmail = emulators
+    port = free_port()
+    interval = 4
+    config = config_for(tmp_path, graph, gmail, port, push=False, sync_interval_s=interval)
+    svc = ServiceProcess(config, port, service_env(gmail), tmp_path / "service.log")
+    svc.wait_ready()
+    assert graph.subscriptions() == [] and gmail.state.users[GMAIL_BOX].watch is None
+    time.sleep(1)
+    for n in range(3):
+        deliver(graph, gmail, n)
+        started = time.monotonic()
+        wait_for(
+            lambda n=n: graph_done(graph, n + 1) and gmail_done(gmail, n + 1),
+            timeout=2 * interval + 2,
+            what=f"message {n} without push",
+        )
+        time.sleep(max(0.0, 1.5 - (time.monotonic() - started)))  # land between syncs
+    assert svc.readyz() == 200
+    assert svc.stop() == 0
+    graph_fw, gmail_fw = forwards(graph, gmail)
+    assert sum(graph_fw.values()) == 3 and sum(gmail_fw.values()) == 3
+
+
+def test_start_up_failures_are_one_line_with_their_exit_code(
+    emulators: tuple[GraphEmulator, GmailEmulator], tmp_path: Path
+) -> None:
+    import socket
+    import subprocess
+
+    from mailtriage.sandbox.process import KEY_ENV, MAILTRIAGE
+
+    graph, gmail = emulators
+
+    def run(config: Path, env: dict[str, str]) -> tuple[int, list[str]]:
+        proc = subprocess.run(
+            [str(MAILTRIAGE), "run", "-c", str(config)],
+            env={**env, "COLUMNS": "300"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        return proc.returncode, proc.stderr.strip().splitlines()
+
+    env = service_env(gmail)
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    cases = [
+        ({}, env, 4, f"runtime.port: cannot listen on 127.0.0.1:{port}"),
+        ({}, {k: v for k, v in env.items() if k != KEY_ENV}, 2, f"variable {KEY_ENV} is not"),
+        ({"state": {"url": "sqlite:////nonexistent/x.sqlite"}}, env, 2, "does not exist"),
+        ({"state": {"url": "postgres ql://x"}}, env, 2, "is not a database URL"),
+        ({"state": {"url": "oracle://db/x"}}, env, 2, "unsupported database 'oracle'"),
+        (
+            {"state": {"url": "postgresql+psycopg://mt:pw@127.0.0.1:1/mt"}},
+            env,
+            3,
+            "state database postgresql+psycopg://mt:***@127.0.0.1:1/mt: cannot connect",
+        ),
+    ]
+    try:
+        for i, (change, case_env, code, text) in enumerate(cases):
+            data = config_data(tmp_path, graph, gmail, port)
+            data.update(change)
+            returned, lines = run(write_config(tmp_path, data, f"c{i}"), case_env)
+            assert (returned, len(lines)) == (code, 1), (text, lines)
+            assert text in lines[0] and "Traceback" not in lines[0]
+    finally:
+        busy.close()
