@@ -17,6 +17,7 @@ from mailtriage.core.classifiers import build_classifier
 from mailtriage.core.config import Settings
 from mailtriage.core.errors import ClassifierError, MessageParseError
 from mailtriage.core.ledger import Ledger
+from mailtriage.core.message import TOO_LARGE, Message
 from mailtriage.core.ports import Classifier
 
 
@@ -48,12 +49,10 @@ def check_config(config: ConfigOption = DEFAULT_CONFIG) -> None:
 
 
 async def _preview(settings: Settings, classifier: Classifier | None, path: Path) -> dict[str, Any]:
-    from mailtriage.core.extract import parse_rfc822
-
     mailbox = settings.mailboxes[0].address if settings.mailboxes else "preview"
     row: dict[str, Any] = {"file": str(path)}
     try:
-        message = parse_rfc822(path.read_bytes(), mailbox=mailbox, provider_id=str(path))
+        message = _read_eml(path, mailbox, settings.runtime.max_message_mb)
     except MessageParseError as exc:
         return row | {"status": "unreadable", "reason": exc.reason}
     except OSError as exc:
@@ -70,6 +69,8 @@ async def _preview(settings: Settings, classifier: Classifier | None, path: Path
         except ClassifierError as exc:
             return row | {"status": "error", "reason": str(exc)}
     plan = planner.plan(decision, message, settings)
+    if message.too_large:
+        row["note"] = TOO_LARGE
     return row | {
         "status": "classified",
         "category": plan.category,
@@ -80,6 +81,19 @@ async def _preview(settings: Settings, classifier: Classifier | None, path: Path
         "reason": decision.reason,
         "actions": [a.describe() for a in plan.actions],
     }
+
+
+def _read_eml(path: Path, mailbox: str, max_mb: float) -> Message:
+    """A .eml file as the service would read it: above `runtime.max_message_mb`, only its
+    headers (routed by headers and subject), so a huge file costs no memory."""
+    from mailtriage.core.extract import HEAD_LIMIT, parse_head, parse_rfc822
+
+    size = path.stat().st_size
+    if size > max_mb * 1024 * 1024:
+        with path.open("rb") as handle:
+            head = handle.read(HEAD_LIMIT)
+        return parse_head(head, mailbox=mailbox, provider_id=str(path), size=size)
+    return parse_rfc822(path.read_bytes(), mailbox=mailbox, provider_id=str(path))
 
 
 def classify(

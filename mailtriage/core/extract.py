@@ -35,10 +35,12 @@ from mailtriage.core.message import KEPT_HEADERS, Address, Attachment, Message
 from mailtriage.core.skeleton import skeleton
 from mailtriage.core.text import clean_body, html_to_text, truncate
 
-__all__ = ["decode_header_value", "decode_text", "parse_rfc822"]
+__all__ = ["decode_header_value", "decode_text", "parse_head", "parse_rfc822"]
 
 UNEXPECTED = "unexpected parser failure"
 MAX_HEADER_CHARS = 2_000
+# Bytes of a too-large message's header block read by `parse_head`.
+HEAD_LIMIT = 256 * 1024
 MAX_SUBJECT_CHARS = 1_000
 MAX_ADDRESSES = 200
 MAX_FILENAME_CHARS = 255
@@ -170,12 +172,49 @@ def parse_rfc822(raw: bytes, *, mailbox: str, provider_id: str) -> Message:
         _SIZE_HEADER.reset(token)
 
 
+def parse_head(head: bytes, *, mailbox: str, provider_id: str, size: int) -> Message:
+    """A message too large to read whole, from its header block: routed by its headers
+    and subject (`Message.too_large`). Reads at most `HEAD_LIMIT` bytes of `head`."""
+    head = head[:HEAD_LIMIT].removeprefix(b"\xef\xbb\xbf").lstrip(b"\r\n\t ")
+    blank = re.search(rb"\r?\n\r?\n", head)
+    if blank is not None:
+        head = head[: blank.start()]
+    elif len(head) == HEAD_LIMIT:
+        head = head[: head.rfind(b"\n") + 1]
+    try:
+        mime = _PARSER.parsebytes(head + b"\r\n\r\n", headersonly=True)
+        headers = _index_headers(mime)
+        subject = _subject(headers)
+    except (ValueError, LookupError, UnicodeError, TypeError, IndexError) as error:
+        raise MessageParseError(f"{UNEXPECTED}: {type(error).__name__}: {error}") from error
+    if len(mime) == 0:
+        raise MessageParseError("no RFC 822 header found: not a mail message")
+    message = _message(headers, subject, "", [], mailbox, provider_id, size)
+    message.too_large = True
+    return message
+
+
 def _parse_message(raw: bytes, *, mailbox: str, provider_id: str) -> Message:
     mime = _parse(raw)
     headers = _index_headers(mime)
     subject = _subject(headers)
     text, attachments = _extract(mime, subject, depth=0)
-    message = Message(
+    message = _message(headers, subject, text, attachments, mailbox, provider_id, len(raw))
+    if not (message.subject or message.text or message.sender or message.attachments):
+        raise MessageParseError("no sender, subject, text or attachment found")
+    return message
+
+
+def _message(
+    headers: _Headers,
+    subject: str,
+    text: str,
+    attachments: list[Attachment],
+    mailbox: str,
+    provider_id: str,
+    size: int,
+) -> Message:
+    return Message(
         mailbox=mailbox,
         provider_id=provider_id,
         subject=subject,
@@ -188,11 +227,8 @@ def _parse_message(raw: bytes, *, mailbox: str, provider_id: str) -> Message:
         headers=_kept_headers(headers),
         text=text,
         attachments=attachments,
-        size=len(raw),
+        size=size,
     )
-    if not (message.subject or message.text or message.sender or message.attachments):
-        raise MessageParseError("no sender, subject, text or attachment found")
-    return message
 
 
 def _parse(raw: bytes) -> MimePart:
