@@ -90,7 +90,19 @@ async def test_gzip_responses_are_inflated_and_cut() -> None:
     content = resp.json()["value"][0]["body"]["content"]
     assert content == "é" * 166  # \u00e9 escapes are six bytes each, kept whole
     assert bounded.cut == 1
-    assert len(other.json()["value"][0]["body"]["content"]) == 300_000  # not a message read
+    assert len(other.json()["value"][0]["body"]["content"]) == 300_000  # not about messages
+
+
+async def test_only_json_is_filtered() -> None:
+    mime = b'Subject: x\r\n\r\n"' + b"y" * 5000 + b'"'
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=mime, headers={"content-type": "message/rfc822"})
+
+    bounded = BoundedTransport(httpx.MockTransport(handler), limit=100)
+    async with httpx.AsyncClient(transport=bounded) as client:
+        resp = await client.get("https://graph.example/v1.0/users/a/messages/m1/$value")
+    assert resp.content == mime
 
 
 async def test_a_huge_body_comes_in_cut_and_the_message_is_triaged(emu: GraphEmulator) -> None:

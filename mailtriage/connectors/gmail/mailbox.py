@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
+import json
 import logging
+import re
 import time
 import weakref
 from collections import OrderedDict
@@ -99,6 +102,43 @@ def _size_groups(sized: Sequence[tuple[str, int]], limit: int) -> list[list[tupl
         groups[-1].append(item)
         total += item[1]
     return groups
+
+
+_RAW_BYTES = re.compile(rb'"raw"\s*:\s*"([A-Za-z0-9_=-]*)"')
+_RAW_TEXT = re.compile(r'"raw"\s*:\s*"([A-Za-z0-9_=-]*)"')
+_URLSAFE = bytes.maketrans(b"-_", b"+/")
+_DECODE_CHUNK = 4 * 1024 * 1024  # a multiple of 4
+
+
+def _raw_resource(_response: Any, content: bytes | str) -> dict[str, Any]:
+    """A `format=raw` response with `raw` already decoded to bytes (`postproc` of the
+    request, in place of google-api-python-client's JSON model).
+
+    The base64url text is decoded straight from the response in 4 MB slices: no JSON string
+    of it and no whole-text copy is built, so a 20 MB message costs about 3 times its size
+    instead of 10. The other fields are parsed as JSON.
+    """
+    match = _RAW_BYTES.search(content) if isinstance(content, bytes) else _RAW_TEXT.search(content)
+    if match is None:
+        resource: dict[str, Any] = json.loads(content)
+        return resource
+    start, end = match.span(1)  # the value, without its quotes
+    if isinstance(content, bytes):
+        resource = json.loads(content[: start - 1] + b"null" + content[end + 1 :])
+    else:
+        resource = json.loads(content[: start - 1] + "null" + content[end + 1 :])
+    resource["raw"] = _decode_b64url(content, start, end)
+    return resource
+
+
+def _decode_b64url(content: bytes | str, start: int, end: int) -> bytes:
+    chunks = []
+    for left in range(start, end, _DECODE_CHUNK):
+        piece = content[left : min(end, left + _DECODE_CHUNK)]
+        data = piece.encode("ascii") if isinstance(piece, str) else piece
+        data = data.translate(_URLSAFE).rstrip(b"=")
+        chunks.append(binascii.a2b_base64(data + b"=" * (-len(data) % 4)))
+    return b"".join(chunks)
 
 
 def _b64url(data: bytes) -> str:
@@ -412,7 +452,12 @@ class GmailMailbox:
         )
 
     def _get_raw(self, message_id: str) -> Callable[[Any], Any]:
-        return lambda u: u.messages().get(userId=self.address, id=message_id, format="raw")
+        def make(users: Any) -> Any:
+            request = users.messages().get(userId=self.address, id=message_id, format="raw")
+            request.postproc = _raw_resource
+            return request
+
+        return make
 
     def _get_meta(self, message_id: str) -> Callable[[Any], Any]:
         return lambda u: u.messages().get(
@@ -427,7 +472,8 @@ class GmailMailbox:
     ) -> Message | Failure:
         """Parse a `format=raw` resource; its base64 text is dropped once decoded."""
         try:
-            raw = _unb64url(resource.pop("raw"))
+            raw = resource.pop("raw")
+            raw = raw if isinstance(raw, bytes) else _unb64url(raw)
             message = parse_raw(raw, mailbox=self.address, provider_id=mid)
         except MessageParseError as exc:
             return Failure(provider_id=mid, reason=exc.reason)

@@ -2,10 +2,11 @@
 
 A Graph message's only unbounded field is its body (attachments are listed apart, metadata
 only), and a delta page holds up to `graph.page_size` messages. `BoundedTransport` sits
-under the SDK's client and passes every response of a message read (a GET under
-`/messages`) through `JsonStringCap`, which forwards the JSON unchanged except that any
-string value longer than `STRING_CAP` bytes is cut there, on a character boundary. The SDK
-then holds at most `STRING_CAP` bytes per string: a page of 50 messages with 40 MB bodies
+under the SDK's client and passes every JSON response of a request on messages (reads, and
+the move, PATCH and forward calls that echo the message) through `JsonStringCap`, which
+forwards the JSON unchanged except that any string value longer than `STRING_CAP` bytes is
+cut there, on a character boundary. The SDK then holds at most `STRING_CAP` bytes per
+string: a page of 50 messages with 40 MB bodies
 costs about 25 MB instead of 2 GB. The text kept is 20 times what extraction uses.
 
 gzip and deflate bodies are decompressed in the stream (the filter needs the JSON text),
@@ -202,7 +203,8 @@ class BoundedTransport(httpx.AsyncBaseTransport):
 
     @staticmethod
     def applies(request: httpx.Request) -> bool:
-        return request.method == "GET" and "/messages" in request.url.path
+        """Requests on messages: reads, and the move/PATCH/forward calls that echo one."""
+        return "/messages" in request.url.path
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if not self.applies(request):
@@ -210,8 +212,9 @@ class BoundedTransport(httpx.AsyncBaseTransport):
         request.headers["Accept-Encoding"] = "gzip, deflate"
         response = await self._inner.handle_async_request(request)
         encoding = response.headers.get("content-encoding", "identity").strip().lower()
-        if encoding not in ("identity", "gzip", "deflate"):
-            return response
+        json_body = response.headers.get("content-type", "").lower().startswith("application/json")
+        if encoding not in ("identity", "gzip", "deflate") or not json_body:
+            return response  # a MIME download ($value) or an error page: left alone
         headers = [
             (k, v)
             for k, v in response.headers.raw
