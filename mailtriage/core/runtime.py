@@ -300,7 +300,7 @@ class Service:
         Longer than a lease: after kill -9 and a restart, the new process takes over when
         the old lease lapses, and readiness should not flap in between.
         """
-        return max(3 * self.interval_s, self.lease_ttl.total_seconds() + 2 * self.interval_s)
+        return max(3 * self.interval_s, self.lease_ttl.total_seconds() + 3 * self.interval_s)
 
     async def readiness(self) -> dict[str, Any]:
         """Ready = database reachable and every mailbox synced within `ready_within_s`."""
