@@ -162,6 +162,23 @@ def test_doctor_against_the_graph_emulator(tmp_path: Path, denied: bool) -> None
     assert result.exit_code == (1 if denied else 0), result.output
 
 
+def test_doctor_reports_an_unreachable_database_and_goes_on(tmp_path: Path) -> None:
+    with GraphEmulator() as emu:
+        emu.add_mailbox("contact@atelier-dupont.fr")
+        cfg = config_file(
+            tmp_path,
+            state={"url": "postgresql+psycopg://mt:secret@127.0.0.1:1/mt"},
+            graph={"base_url": emu.base_url, "anonymous": True},
+            runtime={"sync_interval_s": 60},
+            mailbox=[{"provider": "graph", "address": "contact@atelier-dupont.fr"}],
+        )
+        result = runner.invoke(app, ["doctor", "-c", str(cfg)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "state database postgresql+psycopg://mt:***@127.0.0.1:1/mt: down" in result.output
+    assert "cannot connect" in result.output and "secret" not in result.output
+    assert "Microsoft 365 (Graph)" in result.output  # the other checks still ran
+
+
 def test_sync_backfills_with_progress_and_summary(tmp_path: Path) -> None:
     with GraphEmulator() as emu:
         emu.add_mailbox("contact@atelier-dupont.fr")

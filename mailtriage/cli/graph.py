@@ -9,6 +9,7 @@ from rich.table import Table
 
 from mailtriage.cli import console, user_errors
 from mailtriage.cli.options import DEFAULT_CONFIG, ConfigOption, load
+from mailtriage.core.errors import MailtriageError
 
 graph_app = typer.Typer(help="Microsoft 365 (Graph) checks and clean-up.", no_args_is_help=True)
 
@@ -19,7 +20,10 @@ def doctor(config: ConfigOption = DEFAULT_CONFIG) -> None:
     from mailtriage.core.ledger import Ledger
 
     settings = load(config)
-    ledger = Ledger(settings.state.url)
+    try:
+        ledger: Ledger | None = Ledger(settings.state.url)
+    except MailtriageError:  # the database is reported by `doctor`; Graph is checked anyway
+        ledger = None
     checks = asyncio.run(diagnose(settings, store=ledger))
     table = Table(title="Microsoft 365 (Graph)")
     for col in ("", "what", "check", "result", "fix"):

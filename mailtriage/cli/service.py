@@ -8,6 +8,7 @@ from collections import Counter
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -16,7 +17,7 @@ from mailtriage.cli.options import DEFAULT_CONFIG, ConfigOption, load, parse_per
 from mailtriage.core import logs, preflight
 from mailtriage.core.classifiers import build_classifier, build_learner
 from mailtriage.core.config import Settings
-from mailtriage.core.errors import ConfigError
+from mailtriage.core.errors import ConfigError, MailtriageError
 from mailtriage.core.ledger import Ledger
 from mailtriage.core.pipeline import OnCorrection, Outcome, Pipeline, Result, SyncReport
 from mailtriage.core.ports import Classifier
@@ -213,12 +214,16 @@ def doctor(config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Check the state database, the model endpoint and every configured provider."""
     settings = load(config)
     problems = 0
-    ledger = Ledger(settings.state.url)
-    ok = ledger.ping()
+    try:
+        ledger = Ledger(settings.state.url)
+        ok, why = ledger.ping(), ""
+    except MailtriageError as exc:  # doctor goes on to the other checks
+        ok, why = False, f" ({escape(str(exc))})"
     problems += not ok
     console.print(
-        f"state database {ledger.display_url}: "
-        + ("[green]ok[/green]" if ok else "[red]down[/red]")
+        f"state database {Ledger._redacted(settings.state.url)}: "
+        + ("[green]ok[/green]" if ok else f"[red]down[/red]{why}"),
+        highlight=False,
     )
     if settings.llm.configured:
         from mailtriage.core.llm import llm_reachable
