@@ -104,7 +104,7 @@ def secret_problems(settings: Settings) -> list[str]:
                 "(app-only credentials of the Entra app)"
             )
     gmail = settings.gmail
-    if "gmail" in providers and not gmail.anonymous:
+    if "gmail" in providers and not gmail.anonymous and gmail.auth == "key_file":
         if gmail.service_account_env:
             value = os.environ.get(gmail.service_account_env)
             if value is None:
