@@ -23,15 +23,11 @@ import asyncio
 import contextlib
 import email
 import email.policy
-import os
 import random
-import signal
 import statistics
 import subprocess
-import sys
 import threading
 import time
-import tomllib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,30 +37,26 @@ from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from mailtriage.connectors.graph.convert import MARKER_ID
 from mailtriage.core.config import Settings, load_settings
 from mailtriage.core.ledger import Ledger, Status
-from mailtriage.data import EXAMPLE_CONFIG
 from mailtriage.sandbox.faults import Executed
 from mailtriage.sandbox.gmail import GmailEmulator
 from mailtriage.sandbox.graph import GraphEmulator
 from mailtriage.sandbox.llm import SandboxLLM
+from mailtriage.sandbox.process import (
+    DEPARTMENTS,
+    GMAIL_BOX,
+    GRAPH_BOX,
+    TOPIC,
+    ServiceProcess,
+    add_mailboxes,
+    config_data,
+    service_env,
+    write_toml,
+)
 from mailtriage.sandbox.server import free_port
-from mailtriage.sandbox.toml import write_toml
 
-GRAPH_BOX = "contact@atelier-dupont.fr"
-GMAIL_BOX = "info@atelier-dupont.com"
-DEPARTMENTS = [
-    "rh@atelier-dupont.fr",
-    "compta@atelier-dupont.fr",
-    "sav@atelier-dupont.fr",
-    "commercial@atelier-dupont.fr",
-]
-TOPIC = "projects/sandbox-project/topics/mailtriage"
-KEY_ENV = "MT_CHAOS_GMAIL_KEY"
-MAILTRIAGE = Path(sys.executable).with_name("mailtriage")
 # Writes after which a hook kills the service (Graph, Gmail).
 HOOK_KINDS = (
     ("graph", "createForward"),
@@ -291,57 +283,43 @@ class ByteProxy:
 
 
 class Service:
-    """One `mailtriage run` subprocess, killed and restarted at will."""
+    """One `mailtriage run` (a `ServiceProcess`), killed and restarted at will."""
 
     def __init__(
         self, config: Path, port: int, env: dict[str, str], log: Path, level: str = "WARNING"
     ) -> None:
         self.config, self.port, self.env, self.log, self.level = config, port, env, log, level
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.process: ServiceProcess | None = None
         self._lock = threading.Lock()
-        self.started_at = 0.0
 
     def start(self) -> float:
         with self._lock:
-            self.proc = subprocess.Popen(
-                [str(MAILTRIAGE), "run", "-c", str(self.config), "--log-level", self.level],
-                env=self.env,
-                stdout=subprocess.DEVNULL,
-                stderr=self.log.open("ab"),
+            self.process = ServiceProcess(
+                self.config, self.port, self.env, self.log, "--log-level", self.level
             )
-            self.started_at = time.monotonic()
-            return self.started_at
+            return time.monotonic()
 
     def kill(self) -> bool:
-        """SIGKILL and reap; False when it was not running."""
+        """SIGKILL and reap; False when it was not running (hooks and proxies may race)."""
         with self._lock:
-            proc = self.proc
-            if proc is None or proc.poll() is not None:
+            if not self.alive():
                 return False
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+            assert self.process is not None
+            self.process.kill()
             return True
 
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.process is not None and self.process.proc.poll() is None
 
-    def wait_up(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.alive():
-                raise RuntimeError(f"service exited: {self.log.read_text()[-3000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).status_code == 200:
-                    return
-            time.sleep(0.05)
-        raise RuntimeError(f"service not up: {self.log.read_text()[-3000:]}")
+    def wait_up(self) -> None:
+        assert self.process is not None
+        self.process.wait_listening()
 
     def stop(self) -> None:
         if self.alive():
-            assert self.proc is not None
-            self.proc.send_signal(signal.SIGTERM)
+            assert self.process is not None
             try:
-                self.proc.wait(60)
+                self.process.stop()
             except subprocess.TimeoutExpired:
                 self.kill()
 
@@ -374,37 +352,30 @@ class Chaos:
 
     def _config(
         self,
-        graph_url: str,
-        gmail_url: str,
+        graph: GraphEmulator,
         gmail: GmailEmulator,
+        proxies: list[ByteProxy],
         llm: SandboxLLM,
         port: int,
         index: int = 0,
     ) -> Path:
-        data = tomllib.loads(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
+        """The emulators' configuration (`sandbox.process`), with the sandbox model, the
+        chosen ledger, and both providers reached through the byte proxies."""
+        graph_url, gmail_url = proxies[0].url, proxies[1].url
+        data = config_data(self.cfg.workdir, graph, gmail, port, push=self.cfg.graph_push)
         data["classifier"] = "llm"
         data["llm"] = {"base_url": llm.base_url, "model": llm.model, "few_shot": 0}
         url = self.cfg.state_url or f"sqlite:///{self.cfg.workdir / 'state.sqlite'}"
         data["state"] = {"url": url}
-        data["runtime"] = {
-            "sync_interval_s": 2,
-            "host": "127.0.0.1",
-            "port": port,
-            "max_attempts": 10,
-        }
-        if self.cfg.graph_push:
-            data["runtime"]["public_url"] = f"http://127.0.0.1:{port}"
-        data["graph"] = {"base_url": graph_url + "/v1.0", "anonymous": True}
-        data["gmail"] = {
-            "service_account_env": KEY_ENV,
-            "api_endpoint": gmail_url + "/",
-            "token_uri": gmail.token_uri,
-            "certs_url": gmail.certs_url,
-            "pubsub_topic": TOPIC,
-            "push_audience": f"http://127.0.0.1:{port}/hooks/gmail",
-            "push_service_account": gmail.signer.service_account,
-            "retry_base_delay_s": 0.05,
-        }
+        data["runtime"]["max_attempts"] = 10
+        data["graph"]["base_url"] = graph_url + "/v1.0"
+        data["gmail"]["api_endpoint"] = gmail_url + "/"
+        if not self.cfg.graph_push:  # Gmail keeps its Pub/Sub push either way
+            data["gmail"] |= {
+                "pubsub_topic": TOPIC,
+                "push_audience": f"http://127.0.0.1:{port}/hooks/gmail",
+                "push_service_account": gmail.signer.service_account,
+            }
         # A backfill day: mail that arrives before the very first sync is not skipped.
         data["mailbox"] = [
             {"provider": "graph", "address": GRAPH_BOX, "backfill_days": 1},
@@ -521,22 +492,19 @@ class Chaos:
         started = time.monotonic()
         with (
             GraphEmulator() as graph,
-            GmailEmulator(users=[GMAIL_BOX]) as gmail,
+            GmailEmulator() as gmail,
             SandboxLLM() as llm,
         ):
             llm.faults.set_latency(cfg.llm_latency_s)
-            graph.add_mailbox(GRAPH_BOX)
-            for address in DEPARTMENTS:
-                graph.add_mailbox(address)
+            add_mailboxes(graph, gmail)
             proxies = [
                 ByteProxy(int(graph.url.rsplit(":", 1)[1])).start(),
                 ByteProxy(gmail.port).start(),
             ]
-            env = {k: v for k, v in os.environ.items() if not k.startswith("MAILTRIAGE_")}
-            env[KEY_ENV] = gmail.service_account_json()
+            env = service_env(gmail)
             for i in range(cfg.processes):
                 port = free_port()
-                config = self._config(proxies[0].url, proxies[1].url, gmail, llm, port, i)
+                config = self._config(graph, gmail, proxies, llm, port, i)
                 gmail.subscribe_push(
                     TOPIC, f"http://127.0.0.1:{port}/hooks/gmail", name=f"push-{port}"
                 )
