@@ -97,7 +97,7 @@ async def test_a_message_gone_after_a_crash_settles_its_forward(ledger: Ledger) 
     assert [r.status for r in report.results] == [Outcome.GAVE_UP]
     assert len(box.sent) == 1
     (row,) = ledger.recent()
-    assert [state for state, _, _ in row.actions][0] == ActionState.APPLIED  # found: sent
+    assert row.actions[0][0] == ActionState.APPLIED  # found: sent
 
 
 async def test_write_once_looks_before_every_retry() -> None:

@@ -209,9 +209,7 @@ class GraphForwards:
         )
         await note(f"forward:{msg_id}@{time.time():.0f}")
         builder = self.calls.msg(msg_id).forward
-        await self.calls.write(
-            self.calls.send(builder, builder.to_post_request_information(body))
-        )
+        await self.calls.write(self.calls.send(builder, builder.to_post_request_information(body)))
 
     async def _send_draft(self, draft_id: str, note: Note) -> None:
         """Send a draft left by earlier versions. Its id is noted first: a resume can tell
