@@ -138,6 +138,43 @@ def test_forward_draft_rules(emu: GraphEmulator, http: httpx.Client) -> None:
     assert [v["isDraft"] for v in found["value"]] == [False]  # the sent copy keeps its id
 
 
+def test_forward_takes_the_message_parameter_in_one_request(
+    emu: GraphEmulator, http: httpx.Client
+) -> None:
+    """message-forward: 202, recipients and Reply-To from the `message` parameter, the
+    forward saved in Sent Items with its extended properties, and no draft left behind."""
+    m = emu.deliver(BOX, subject="Devis", body="b", sender="client@x.org")
+    url = msg_url(m.rest_id) + "/forward"
+    both = http.post(url, json={"ToRecipients": DEPT, "Message": {"toRecipients": DEPT}})
+    assert both.status_code == 400
+    sent = http.post(
+        url,
+        json={
+            "Comment": "FYI",
+            "Message": {
+                "toRecipients": DEPT,
+                "replyTo": [{"emailAddress": {"address": "client@x.org"}}],
+                "singleValueExtendedProperties": [
+                    {"id": FORWARD_ID, "value": "mtf-2"},
+                    {"id": f"String {HEADER_SET} Name x-mailtriage", "value": "forwarded"},
+                ],
+            },
+        },
+    )
+    assert sent.status_code == 202 and sent.content == b""
+    (got,) = emu.folder_messages("dept@example.com")
+    assert [r["emailAddress"]["address"] for r in got.reply_to] == ["client@x.org"]
+    assert got.headers == [{"name": "x-mailtriage", "value": "forwarded"}]
+    assert emu.folder_messages(BOX, "Drafts") == []
+    flt = f"singleValueExtendedProperties/any(ep: ep/id eq '{FORWARD_ID}' and ep/value eq 'mtf-2')"
+    found = http.get(
+        f"{emu.base_url}/users/{BOX}/messages", params={"$filter": flt}, headers=IMMUTABLE
+    ).json()
+    (copy,) = found["value"]
+    assert copy["isDraft"] is False
+    assert emu.where(BOX, copy["id"]) == "Sent Items"
+
+
 def test_extended_property_expand_and_filter(emu: GraphEmulator, http: httpx.Client) -> None:
     a = emu.deliver(BOX, subject="a", body="b", sender="a@x.org")
     emu.deliver(BOX, subject="b", body="b", sender="a@x.org")
