@@ -2,8 +2,7 @@
 
 A plan (forward, label, mark read, move) costs:
 
-- the forward: `createForward` + `send` (see `forwards` for why not the one-request
-  `/forward`);
+- the forward: ONE `POST /forward`, everything set in its body (see `forwards`);
 - ONE `PATCH` for every label and the read flag of a run of such actions, carrying the
   processed marker (a named extended property) too when only moves follow: categories,
   isRead and singleValueExtendedProperties are all writable in one message update
@@ -11,7 +10,7 @@ A plan (forward, label, mark read, move) costs:
   "PATCH … in an existing resource instance");
 - the move.
 
-So 4 requests with a forward and 2 without, against a minimum of 3 and 2. The marker rides
+So 3 requests with a forward and 2 without: the minimum the API allows. The marker rides
 on the PATCH before the move: a crash between them leaves a marked message whose move is
 still pending in the ledger, and the pipeline resumes it from the ledger row, never from
 the marker (`core.pipeline`).

@@ -21,8 +21,8 @@ attempt may have forwarded (a crash, a lost answer, a timeout or 5xx), the mailb
 searched for that property first ($filter on singleValueExtendedProperties applies to all
 messages of the mailbox, singlevaluelegacyextendedproperty-get): a sent copy means done,
 nothing means forward again, but only once the sent copy has had time to appear
-(`SENT_COPY_GRACE_S`). A draft carrying the id (left by the createForward + send protocol
-of earlier versions) is sent.
+(`graph.sent_copy_grace_s`, 10 minutes). A draft carrying the id (left by the createForward
++ send protocol of earlier versions) is sent.
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ FORWARD_PROP = f"String {MARKER_GUID} Name MailtriageForward"
 INTERNET_HEADERS_SET = "{00020386-0000-0000-C000-000000000046}"
 # After a send or forward whose answer was lost, the sent copy "is not created until the
 # message successfully sends, which may take time" (outlook-immutable-id, "Immutable ID with
-# sending mail"). Finding nothing that soon is reported as unknown (retried later), not resent.
+# sending mail"). Finding nothing that soon is reported as unknown (retried later), not resent
+# (`graph.sent_copy_grace_s`, this by default).
 SENT_COPY_GRACE_S = 600.0
 # Forwards tried per apply when answers are lost, each after an evidence check.
 FORWARD_ATTEMPTS = 3
@@ -98,9 +99,10 @@ class GraphForwards:
 
     retry_delay_s = RETRY_DELAY_S  # class attribute: tests set 0
 
-    def __init__(self, calls: GraphCalls) -> None:
+    def __init__(self, calls: GraphCalls, *, grace_s: float = SENT_COPY_GRACE_S) -> None:
         self.calls = calls
         self.address = calls.address
+        self.grace_s = grace_s
 
     async def forward(
         self, message: Message, msg_id: str, action: Forward, intent: Intent, note: Note
@@ -161,7 +163,7 @@ class GraphForwards:
                 await self.discard(d.id)
             return True
         sent_at = _sent_at(evidence)
-        recent = sent_at is not None and time.time() - sent_at < SENT_COPY_GRACE_S
+        recent = sent_at is not None and time.time() - sent_at < self.grace_s
         if drafts and not (recent and evidence.startswith("forward:")):
             for d in drafts[1:]:
                 await self.discard(d.id)

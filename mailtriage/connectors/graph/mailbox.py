@@ -96,7 +96,7 @@ class GraphMailbox:
         self.calls = GraphCalls(client, self.address)
         self.mail_folders = GraphFolders(self.calls, store)
         self.categories = MasterCategories(self.calls)
-        self.forwards = GraphForwards(self.calls)
+        self.forwards = GraphForwards(self.calls, grace_s=settings.graph.sent_copy_grace_s)
         self.actions = GraphActions(self.calls, self.mail_folders, self.categories, self.forwards)
         self.history = GraphHistory(self.calls)
         # Category-folder delta links read but not yet saved: saved at the next `changes()`
