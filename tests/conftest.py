@@ -33,6 +33,20 @@ def _quiet_logs() -> None:
     logs.configure(level="WARNING")
 
 
+@pytest.fixture(autouse=True)
+def _fresh_llm_ladder(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test probes its endpoint from the top of the ladder, with no backoff wait
+    (a server's own retry-after is still honoured)."""
+    from mailtriage.core import llm
+    from mailtriage.core.ladder import ENDPOINTS
+
+    monkeypatch.setattr(llm, "RETRY_BASE_S", 0.001)
+    monkeypatch.setattr(llm, "RETRY_MAX_S", 0.01)
+    ENDPOINTS.clear()
+    yield
+    ENDPOINTS.clear()
+
+
 @pytest.fixture(scope="module")
 def llm_server() -> Iterator[object]:
     """One sandbox OpenAI-compatible server per test module."""
