@@ -215,14 +215,9 @@ def doctor(config: ConfigOption = DEFAULT_CONFIG) -> None:
         + ("[green]ok[/green]" if ok else "[red]down[/red]")
     )
     if settings.llm.configured:
-        from mailtriage.core.llm import llm_reachable
+        from mailtriage.cli.llm_doctor import check_llm
 
-        ok = llm_reachable(settings)
-        problems += not ok
-        console.print(
-            f"model {settings.llm.model} at {settings.llm.base_url}: "
-            + ("[green]reachable[/green]" if ok else "[red]not reachable[/red]")
-        )
+        problems += not check_llm(settings, console)
     else:
         console.print("model: none configured, the embedded classifier decides")
     providers = {m.provider for m in settings.mailboxes}

@@ -229,6 +229,7 @@ class LlamaServer(Running):
 
 def main() -> None:
     """Serve until interrupted: `python -m mailtriage.sandbox.llama_server`."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the server on `kill` too
     try:
         with LlamaServer() as llama:
             print(
