@@ -557,3 +557,88 @@ def test_logprob_confidence_relocates_when_tokens_differ_from_content() -> None:
     confidence = logprob_confidence(list(zip(pieces, logprobs, strict=True)), content, answer)
     assert confidence == pytest.approx(0.4)
     assert logprob_confidence([], content, answer) is None
+
+
+# -- every rung under every fault (the sandbox can fail where the real server cannot) ------
+
+FAULTS = ["500 refusal", "unparseable", "hang"]
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+@pytest.mark.parametrize("rung", list(Rung))
+async def test_every_rung_under_every_fault(llm: SandboxLLM, rung: Rung, fault: str) -> None:
+    """Forced to start at `rung`: a 500 refusal of the format steps down (text has no
+    format to refuse: a bare 500 there is a server error, retried); an unparseable answer
+    steps down for this message (at text, nothing is left: ClassifierError); a hung
+    response is cut by the client's timeout and retried once."""
+    llm.policy = fixed("devis", 0.7)
+    settings = make_settings(llm.base_url, response_format=str(rung), timeout_s=0.3, max_retries=1)
+    if fault == "500 refusal" and rung is not Rung.TEXT:
+        llm.faults.reject_response_formats(str(rung), status=500)
+    elif fault == "500 refusal":
+        llm.faults.fail(1, status=500)
+    elif fault == "unparseable":
+        llm.faults.malform(1)
+    else:
+        llm.faults.hang(1, seconds=5)
+    classifier = LLMClassifier(settings)
+    try:
+        if fault == "unparseable" and rung is Rung.TEXT:
+            with pytest.raises(ClassifierError, match="could not be parsed"):
+                await classifier.classify(invoice())
+            return
+        decision = await classifier.classify(invoice())
+    finally:
+        await classifier.aclose()
+    assert decision.category == "devis"
+    assert decision.confidence == pytest.approx(0.7, abs=1e-6)
+    sent = sent_formats(llm)
+    looser = str(rung.looser)
+    expected = {
+        "500 refusal": [(str(rung), 500), (looser, 200)]
+        if rung is not Rung.TEXT
+        else [("text", 500), ("text", 200)],
+        "unparseable": [(str(rung), 200), (looser, 200)],
+        # The hung request is recorded when the server lets it go, after the retry.
+        "hang": [(str(rung), 200), (str(rung), 200)],
+    }[fault]
+    for _ in range(100):  # the hung request is recorded once the server notices the hang-up
+        if len(sent) >= len(expected):
+            break
+        await asyncio.sleep(0.02)
+        sent = sent_formats(llm)
+    assert sorted(sent) == sorted(expected)
+    refused = fault == "500 refusal" and rung is not Rung.TEXT
+    assert classifier.rung is (rung.looser if refused else rung)
+
+
+# -- concurrency: cloud, local, and a local server's own slots ---------------------------
+
+
+async def test_a_local_server_reporting_slots_sets_the_concurrency() -> None:
+    with SandboxLLM(slots=2) as server:
+        server.faults.set_latency(0.1)
+        classifier = LLMClassifier(make_settings(server.base_url))
+        decisions = await asyncio.gather(*(classifier.classify(invoice()) for _ in range(6)))
+        await classifier.aclose()
+        assert [d.category for d in decisions] == ["fournisseurs"] * 6
+        assert classifier.concurrency == 2
+        assert server.max_in_flight == 2
+        assert [r.path for r in server.requests].count("/props") == 1
+
+
+async def test_an_explicit_max_concurrency_wins_over_the_slots() -> None:
+    with SandboxLLM(slots=2) as server:
+        server.faults.set_latency(0.1)
+        classifier = LLMClassifier(make_settings(server.base_url, max_concurrency=3))
+        await asyncio.gather(*(classifier.classify(invoice()) for _ in range(6)))
+        await classifier.aclose()
+        assert classifier.concurrency == 3 and server.max_in_flight == 3
+        assert "/props" not in [r.path for r in server.requests]
+
+
+async def test_a_local_server_without_slots_keeps_the_local_default(llm: SandboxLLM) -> None:
+    classifier = LLMClassifier(make_settings(llm.base_url))
+    await classifier.classify(invoice())
+    await classifier.aclose()
+    assert classifier.concurrency == 4
