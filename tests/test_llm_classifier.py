@@ -220,6 +220,16 @@ async def test_the_memory_is_per_endpoint_and_shared_by_classifiers(llm: Sandbox
     assert sent_formats(llm)[-2:] == [("json_schema", 500), ("json_object_schema", 200)]
 
 
+async def test_concurrent_first_messages_probe_once(llm: SandboxLLM) -> None:
+    llm.faults.reject_response_formats("json_schema", status=500)
+    llm.faults.set_latency(0.05)
+    classifier = LLMClassifier(make_settings(llm.base_url, max_concurrency=4))
+    decisions = await asyncio.gather(*(classifier.classify(invoice()) for _ in range(4)))
+    await classifier.aclose()
+    assert [d.category for d in decisions] == ["fournisseurs"] * 4
+    assert sorted(sent_formats(llm)) == [("json_object_schema", 200)] * 4 + [("json_schema", 500)]
+
+
 async def test_all_json_modes_refused_falls_back_to_text(llm: SandboxLLM) -> None:
     llm.policy = fixed("rh", 0.64, "a job application")
     llm.faults.reject_response_formats("json_schema", "json_object")
@@ -504,7 +514,9 @@ async def test_broken_examples_hook_does_not_block(llm: SandboxLLM) -> None:
         ('{"category": "clients", "confidence": 85, "reason": "x"}', "clients", 0.85),
         ('{"category": "clients", "confidence": -3, "reason": "x"}', "clients", 0.0),
         ('{"category": "clients", "confidence": "high", "reason": "x"}', "clients", None),
-        ('{"category": "publicite", "confidence": 0.9, "reason": "trunc', "publicite", None),
+        # Cut by the token budget: the category and a whole confidence survive.
+        ('{"category": "publicite", "confidence": 0.9, "reason": "trunc', "publicite", 0.9),
+        ('{ "category": "devis", "confidence": 0.', "devis", None),
     ],
 )
 def test_parse_json_answer(content: str, category: str, confidence: float | None) -> None:

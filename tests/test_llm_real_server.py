@@ -127,7 +127,7 @@ def test_json_schema_is_refused_with_500_and_the_grammar_rung_answers_with_logpr
     steps to json_object + schema at once (no retry), the grammar keeps the answer within
     the keys, logprobs give the confidence, and the next message starts there."""
     recorder = Recorder()
-    settings = real_settings(llama_server, logprobs=True, max_retries=3, max_output_tokens=12)
+    settings = real_settings(llama_server, logprobs=True, max_retries=3, max_output_tokens=10)
     (first, second), classifier = asyncio.run(run(settings, mail(0), mail(1), recorder=recorder))
 
     assert recorder.pairs == [
@@ -304,10 +304,36 @@ def test_eval_command_against_the_real_server(tmp_path: Path, llama_server: Llam
 def test_doctor_reports_the_rung_logprobs_and_latency(
     tmp_path: Path, llama_server: LlamaServer
 ) -> None:
-    config = _config(tmp_path, llama_server, logprobs=True, max_output_tokens=12)
+    config = _config(tmp_path, llama_server, logprobs=True, max_output_tokens=10)
     result = runner.invoke(app, ["doctor", "-c", str(config)])
     text = " ".join(result.output.split())
     assert "output format json_object_schema (json_schema refused)" in text, result.output
     assert "logprobs returned" in text
     assert "one classification" in text and " ms" in text
     assert "concurrency 4" in text  # llama-cpp-python reports no slots: the local default
+
+
+def test_demo_against_the_real_server_ends_no_message_in_error(
+    tmp_path: Path, llama_server: LlamaServer
+) -> None:
+    """`mailtriage demo -c manifest/local-llm.toml` (its port replaced by the session
+    server's): every message of both mailboxes is classified by the real server or skipped
+    by the rules, none is left failed, and the second pass processes nothing."""
+    from mailtriage.core.ledger import Ledger, Status
+
+    manifest = Path(__file__).resolve().parents[1] / "manifest" / "local-llm.toml"
+    text = manifest.read_text(encoding="utf-8")
+    assert "http://127.0.0.1:8089/v1" in text
+    config = tmp_path / "local-llm.toml"
+    config.write_text(text.replace("http://127.0.0.1:8089/v1", llama_server.base_url), "utf-8")
+    state = tmp_path / "state"
+    result = runner.invoke(app, ["demo", "-c", str(config), "--state-dir", str(state)])
+    assert result.exit_code == 0, result.output[-3000:]
+    assert "classifier: llm" in result.output and "not reachable" not in result.output
+    assert "second pass: 0 messages processed" in result.output
+    rows = Ledger(f"sqlite:///{state / 'demo.sqlite'}").recent(limit=10_000)
+    assert len(rows) > 80
+    assert {r.status for r in rows} <= {Status.DONE, Status.SKIPPED}
+    classified = [r for r in rows if r.status == Status.DONE]
+    assert all(r.category in KEYS for r in classified)
+    assert not [r for r in rows if r.last_error], [r.last_error for r in rows if r.last_error]

@@ -213,6 +213,7 @@ class LLMClassifier:
         self._start = Attempt(start, settings.llm.logprobs)
         self._semaphore: asyncio.Semaphore | None = None
         self._sizing = asyncio.Lock()
+        self._probing = asyncio.Lock()
         self.concurrency: int = settings.llm.max_concurrency
         # Whether the last answer carried token logprobs (None before the first answer).
         self.logprobs_returned: bool | None = None
@@ -255,6 +256,12 @@ class LLMClassifier:
         )
         async with await self._slots():
             started = time.perf_counter()
+            if self._memory.get(self._endpoint) is None:
+                # Until the endpoint answered once, one message probes the ladder and the
+                # others wait, so that concurrent first messages pay no refusal twice.
+                async with self._probing:
+                    if self._memory.get(self._endpoint) is None:
+                        return await self._ladder(messages, keys, started)
             return await self._ladder(messages, keys, started)
 
     async def _slots(self) -> asyncio.Semaphore:
@@ -289,11 +296,10 @@ class LLMClassifier:
         attempt = self.attempt
         remember = True  # refusals teach the memory only on the path from the start rung
         while True:
-            asked = attempt
             completion, attempt = await self._complete(messages, keys, attempt)
-            if remember and attempt != asked:
-                # Remembered once the looser request worked: a refusal of everything (a
-                # prompt over the context size, say) must not demote the endpoint for good.
+            if remember:
+                # Remembered once a request worked: a refusal of everything (a prompt over
+                # the context size, say) must not demote the endpoint for good.
                 self._memory.remember(self._endpoint, attempt)
             latency_ms = (time.perf_counter() - started) * 1000.0
             outcome = self._read(completion, attempt, keys, latency_ms)

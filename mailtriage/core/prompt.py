@@ -57,6 +57,8 @@ _EMAIL_RE = re.compile(r"[^\s@<>()\[\]\"',;:]+@[^\s@<>()\[\]\"',;:]+\.[A-Za-z]{2
 _URL_RE = re.compile(r"\b(?:https?|ftp|mailto):\S+", re.IGNORECASE)
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
 _SALVAGE_RE = re.compile(r'"category"\s*:\s*"((?:[^"\\]|\\.){1,80})"')
+# A number cut by the budget ("0." of "0.9") is no confidence: it must be followed by , or }.
+_SALVAGE_CONFIDENCE_RE = re.compile(r'"confidence"\s*:\s*"?(-?\d+(?:\.\d+)?)"?\s*[,}]')
 _TEXT_CATEGORY_RE = re.compile(r"\bcategory\W{1,5}([\w-]{1,80})", re.IGNORECASE)
 _TEXT_CONFIDENCE_RE = re.compile(r"confidence\W{0,5}([01](?:\.\d+)?|\.\d+)", re.IGNORECASE)
 
@@ -266,7 +268,7 @@ def parse_json_answer(content: str) -> Answer | None:
     """Parse a JSON answer; None when no category can be found at all.
 
     A truncated object still yields its category when `"category": "..."` is intact
-    (the schema puts it first), with no confidence.
+    (the schema puts it first), and its confidence when that number was written too.
     """
     text = content.strip()
     if text.startswith("```"):
@@ -291,7 +293,9 @@ def parse_json_answer(content: str) -> Answer | None:
         category = json.loads(f'"{salvage.group(1)}"')
     except ValueError:
         return None
-    return Answer(category=category.strip(), confidence=None, reason="", span=salvage.span(1))
+    number = _SALVAGE_CONFIDENCE_RE.search(content, salvage.end())
+    confidence = _as_confidence(number.group(1)) if number else None
+    return Answer(category=category.strip(), confidence=confidence, reason="", span=salvage.span(1))
 
 
 def parse_text_answer(content: str, keys: Sequence[str]) -> Answer | None:

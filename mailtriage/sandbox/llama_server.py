@@ -96,6 +96,7 @@ class LlamaServer(Running):
     def __init__(
         self,
         *,
+        port: int = 0,
         n_ctx: int = 4096,
         n_threads: int = 2,
         startup_timeout_s: float = 120.0,
@@ -105,7 +106,7 @@ class LlamaServer(Running):
         self.n_threads = n_threads
         self.startup_timeout_s = startup_timeout_s
         self.host = "127.0.0.1"
-        self.port = 0
+        self.port = port  # 0: a free port, chosen at start
         self.model = MODEL_ALIAS
         self.log_path = log_path or Path(tempfile.mkstemp(prefix="llama-server-", suffix=".log")[1])
         self._log: IO[bytes] | None = None
@@ -148,7 +149,7 @@ class LlamaServer(Running):
         reason = unavailable_reason()
         if reason is not None:
             raise LlamaUnavailable(reason)
-        self.port = free_port(self.host)
+        self.port = self.port or free_port(self.host)
         self._log = self.log_path.open("wb")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self._process = subprocess.Popen(
@@ -227,11 +228,17 @@ class LlamaServer(Running):
         return out
 
 
-def main() -> None:
-    """Serve until interrupted: `python -m mailtriage.sandbox.llama_server`."""
+def main(argv: list[str] | None = None) -> None:
+    """Serve until interrupted: `python -m mailtriage.sandbox.llama_server --port 8089`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="a local llama.cpp server (Gemma 3 270M)")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--n-ctx", type=int, default=4096, help="context size in tokens")
+    args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the server on `kill` too
     try:
-        with LlamaServer() as llama:
+        with LlamaServer(port=args.port, n_ctx=args.n_ctx) as llama:
             print(
                 f"llama.cpp server at {llama.base_url} (model {llama.model}, pid {llama.pid}); "
                 f"log {llama.log_path}; Ctrl-C stops it",
