@@ -255,14 +255,13 @@ class LLMClassifier:
             compact=self._llm.prompt == "compact",
         )
         async with await self._slots():
-            started = time.perf_counter()
             if self._memory.get(self._endpoint) is None:
                 # Until the endpoint answered once, one message probes the ladder and the
                 # others wait, so that concurrent first messages pay no refusal twice.
                 async with self._probing:
                     if self._memory.get(self._endpoint) is None:
-                        return await self._ladder(messages, keys, started)
-            return await self._ladder(messages, keys, started)
+                        return await self._ladder(messages, keys)
+            return await self._ladder(messages, keys)
 
     async def _slots(self) -> asyncio.Semaphore:
         """The in-flight limit, sized once: a local server's reported slots when
@@ -288,11 +287,10 @@ class LLMClassifier:
             return []
         return list(result)[: self._llm.few_shot]
 
-    async def _ladder(
-        self, messages: list[dict[str, str]], keys: list[str], started: float
-    ) -> Decision:
+    async def _ladder(self, messages: list[dict[str, str]], keys: list[str]) -> Decision:
         """Ask, stepping down on refusals (remembered) and on unusable answers (this
         message only), until an answer names a key or the last rung gave none."""
+        started = time.perf_counter()
         attempt = self.attempt
         remember = True  # refusals teach the memory only on the path from the start rung
         while True:
