@@ -305,12 +305,17 @@ def test_doctor_reports_the_rung_logprobs_and_latency(
     tmp_path: Path, llama_server: LlamaServer
 ) -> None:
     config = _config(tmp_path, llama_server, logprobs=True, max_output_tokens=10)
-    result = runner.invoke(app, ["doctor", "-c", str(config)])
-    text = " ".join(result.output.split())
-    assert "output format json_object_schema (json_schema refused)" in text, result.output
+    result = runner.invoke(app, ["doctor", "-c", str(config), "--json"])
+    assert result.exit_code == 0, result.output
+    [row] = [c for c in json.loads(result.output)["checks"] if c["subject"].startswith("model")]
+    assert row["ok"] and row["check"] == "classifies", row
+    text = row["detail"]
+    assert text.startswith(llama_server.base_url)
+    assert "output format json_object_schema (json_schema refused)" in text
     assert "logprobs returned" in text
-    assert "one classification" in text and " ms" in text
-    assert "concurrency 4" in text  # llama-cpp-python reports no slots: the local default
+    assert "one classification " in text and " ms" in text
+    # llama-cpp-python reports no slots: the local default
+    assert "concurrency 4 (local default; the server reports no slots)" in text
 
 
 def test_demo_against_the_real_server_ends_no_message_in_error(

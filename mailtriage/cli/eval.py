@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from mailtriage.cli import console, user_errors
+from mailtriage.cli import console, plain, user_errors
 from mailtriage.cli.options import DEFAULT_CONFIG, ConfigOption, load
 from mailtriage.core.config import Settings
 from mailtriage.core.errors import ConfigError
@@ -172,7 +172,7 @@ def eval_command(
     )
     if out is not None:
         for path in write_report(out, report_dict(metrics, **extra), metrics):
-            console.print(f"wrote {path}", highlight=False)
+            console.print(plain(f"wrote {path}"))
 
 
 def register(app: typer.Typer) -> None:

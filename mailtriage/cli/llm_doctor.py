@@ -1,11 +1,8 @@
-"""The model endpoint's part of `mailtriage doctor`: rung, logprobs, latency, concurrency."""
+"""The model endpoint's row of `mailtriage doctor`: rung, logprobs, latency, concurrency."""
 
 from __future__ import annotations
 
 import asyncio
-
-from rich.console import Console
-from rich.markup import escape
 
 from mailtriage.core.config import Settings
 from mailtriage.core.errors import ClassifierError, ConfigError
@@ -45,13 +42,11 @@ def describe(report: EndpointReport, settings: Settings) -> str:
     )
 
 
-def check_llm(settings: Settings, console: Console) -> bool:
-    """Print the endpoint's line; False when it gives no usable answer."""
-    where = f"model {settings.llm.model} at {settings.llm.base_url}"
+def probe(settings: Settings) -> tuple[bool, str, str]:
+    """(ok, detail, fix) for the doctor's model row: one line on what the server accepts."""
     try:
         report = asyncio.run(probe_endpoint(settings))
     except (ClassifierError, ConfigError) as exc:
-        console.print(f"{escape(where)}: [red]not usable[/red]: {escape(str(exc))}")
-        return False
-    console.print(f"{escape(where)}: [green]ok[/green], {escape(describe(report, settings))}")
-    return True
+        fix = "start the model server, or fix [llm] base_url / model / the key"
+        return False, f"{settings.llm.base_url}: {exc}", fix
+    return True, f"{settings.llm.base_url}: {describe(report, settings)}", ""
