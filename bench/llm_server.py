@@ -12,7 +12,7 @@ Each mode starts with a message whose system prompt is not cached yet (the other
 is), so its first row is the cold cost and the rest show what the prefix cache saves.
 
 Usage:  .venv/bin/python bench/llm_server.py [--messages 10] [--rung json_object_schema]
-        [--logprobs] [--max-output-tokens 24]
+        [--logprobs] [--max-output-tokens 24] [--modes full,compact]
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import time
@@ -53,6 +54,16 @@ def melusine(data: Path, limit: int) -> list[Message]:
         )
         for i, row in enumerate(rows[:limit])
     ]
+
+
+def cpu_ms(pid: int | None) -> float:
+    """CPU time (user + system) the server process used so far; steadier than wall time on
+    a machine shared with other work. Linux only (0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
 
 
 def count_tokens(server: LlamaServer, text: str) -> int:
@@ -90,9 +101,11 @@ async def measure(
         for message in messages:
             email = build_messages(message, categories, "review", 4000, compact=compact)[-1]
             mark = server.log_size()
+            cpu_before = cpu_ms(server.pid)
             started = time.perf_counter()
             decision = await classifier.classify(message)
             latency = (time.perf_counter() - started) * 1000
+            cpu = cpu_ms(server.pid) - cpu_before
             lines = server.cache_lines(since=mark)
             # No cache line: nothing was reused, the whole prompt was evaluated.
             reused = lines[0].reused if lines else 0
@@ -105,6 +118,7 @@ async def measure(
                     "email": count_tokens(server, email["content"]),
                     "requests": max(1, len(lines)),
                     "latency_ms": latency,
+                    "cpu_ms": cpu,
                 }
             )
     finally:
@@ -114,11 +128,14 @@ async def measure(
 
 def print_table(mode: str, rows: list[dict[str, float]]) -> None:
     print(f"\nprompt = {mode!r}")
-    print(f"  {'msg':>3} {'prompt':>7} {'reused':>7} {'evaluated':>9} {'e-mail':>7} {'ms':>8}")
+    print(
+        f"  {'msg':>3} {'prompt':>7} {'reused':>7} {'evaluated':>9} {'e-mail':>7} "
+        f"{'wall ms':>8} {'cpu ms':>8}"
+    )
     for i, r in enumerate(rows):
         print(
             f"  {i + 1:>3} {r['prompt']:>7.0f} {r['reused']:>7.0f} {r['evaluated']:>9.0f} "
-            f"{r['email']:>7.0f} {r['latency_ms']:>8.0f}"
+            f"{r['email']:>7.0f} {r['latency_ms']:>8.0f} {r['cpu_ms']:>8.0f}"
         )
 
 
@@ -127,9 +144,10 @@ def summary(mode: str, rows: list[dict[str, float]]) -> str:
     med = statistics.median
     return (
         f"| {mode} | {first['prompt']:.0f} | {first['evaluated']:.0f} | "
-        f"{first['latency_ms']:.0f} | {med(r['prompt'] for r in rest):.0f} | "
-        f"{med(r['evaluated'] for r in rest):.0f} | {med(r['email'] for r in rest):.0f} | "
-        f"{med(r['latency_ms'] for r in rest):.0f} |"
+        f"{first['latency_ms']:.0f} / {first['cpu_ms']:.0f} | "
+        f"{med(r['prompt'] for r in rest):.0f} | {med(r['evaluated'] for r in rest):.0f} | "
+        f"{med(r['email'] for r in rest):.0f} | {med(r['latency_ms'] for r in rest):.0f} / "
+        f"{med(r['cpu_ms'] for r in rest):.0f} |"
     )
 
 
@@ -140,6 +158,7 @@ def main() -> None:
     parser.add_argument("--rung", default="json_object_schema", help="llm.response_format")
     parser.add_argument("--logprobs", action="store_true", help="ask for logprobs")
     parser.add_argument("--max-output-tokens", type=int, default=24)
+    parser.add_argument("--modes", default="full,compact", help="prompt modes, in this order")
     args = parser.parse_args()
     reason = unavailable_reason()
     if reason is not None:
@@ -160,13 +179,14 @@ def main() -> None:
         httpx.post(
             server.base_url + "/chat/completions", json={**chat, "max_tokens": 4}, timeout=600
         )
-        for mode in ("full", "compact"):
+        for mode in args.modes.split(","):
             rows = asyncio.run(measure(server, settings_for(base, server, mode, args), messages))
             results[mode] = rows
             print_table(mode, rows)
     print(
-        "\n| prompt | 1st: prompt tokens | 1st: evaluated | 1st: ms | next: prompt tokens "
-        "(median) | next: evaluated | next: e-mail tokens | next: ms |"
+        "\n| prompt | 1st: prompt tokens | 1st: evaluated | 1st: wall / server CPU ms | "
+        "next (median): prompt tokens | next: evaluated | next: e-mail tokens | "
+        "next: wall / server CPU ms |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for mode, rows in results.items():
