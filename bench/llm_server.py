@@ -1,10 +1,11 @@
 """The LLM classifier against a real llama.cpp server: latency and prompt tokens evaluated
 per message, first message vs the following ones, full vs compact prompt.
 
-Starts `python -m llama_cpp.server` with Gemma 3 270M (the `llama` extra; 2 threads, like
-the tests), then classifies French e-mails read in place from ../shared/data/melusine-fr
-with the real LLMClassifier, one at a time. For each request the server's log says how
-many prompt tokens it took from its cache and how many it evaluated (llama-cpp-python:
+Starts `python -m llama_cpp.server` with Gemma 3 270M (the `llama` extra; 2 threads like
+the tests, or --threads), then classifies French e-mails read in place from
+../shared/data/melusine-fr with the real LLMClassifier, one at a time. For each request
+the server's log says how many prompt tokens it took from its cache and how many it
+evaluated (llama-cpp-python:
 `Llama.generate: N prefix-match hit, remaining M prompt tokens to eval`); the e-mail
 block's own token count comes from the server's tokenizer (`/extras/tokenize/count`).
 
@@ -159,6 +160,7 @@ def main() -> None:
     parser.add_argument("--logprobs", action="store_true", help="ask for logprobs")
     parser.add_argument("--max-output-tokens", type=int, default=24)
     parser.add_argument("--modes", default="full,compact", help="prompt modes, in this order")
+    parser.add_argument("--threads", type=int, default=2, help="the server's --n_threads")
     args = parser.parse_args()
     reason = unavailable_reason()
     if reason is not None:
@@ -168,12 +170,13 @@ def main() -> None:
     messages = melusine(args.data, args.messages)
     base = load_settings(EXAMPLE)
     print(
-        f"llama-cpp-python server, Gemma 3 270M Q4_K_M, 2 threads; {len(messages)} melusine-fr "
+        f"llama-cpp-python server, Gemma 3 270M Q4_K_M, {args.threads} threads; "
+        f"{len(messages)} melusine-fr "
         f"e-mails per mode; rung {args.rung}, logprobs {'on' if args.logprobs else 'off'}, "
         f"max_output_tokens {args.max_output_tokens}"
     )
     results = {}
-    with LlamaServer() as server:
+    with LlamaServer(n_threads=args.threads) as server:
         # One unrelated request first, so that no mode pays the server's own warm-up.
         chat = {"model": server.model, "messages": [{"role": "user", "content": "Bonjour"}]}
         httpx.post(
