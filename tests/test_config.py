@@ -161,3 +161,20 @@ def test_explicit_concurrency_and_ladder_options() -> None:
     assert s.llm.max_concurrency == 2 and not s.llm.concurrency_is_default
     with pytest.raises(ConfigError, match=r"llm\.response_format: Input should be"):
         parse_settings({"category": CATS, "llm": {"response_format": "xml"}})
+
+
+def test_preflight_wants_a_cloud_key_and_not_a_local_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`run`, `sync` and `check-config` stop on a cloud endpoint's unset key variable; an
+    example configuration kept from before (a key variable named for a local Ollama) runs."""
+    from mailtriage.core import preflight
+
+    monkeypatch.delenv("MAILTRIAGE_LLM_KEY", raising=False)
+    llm = {"model": "m", "api_key_env": "MAILTRIAGE_LLM_KEY"}
+    local = example_settings(llm=llm, classifier="llm", mailbox=[])
+    assert preflight.secret_problems(local) == []
+    cloud = example_settings(
+        llm={**llm, "base_url": "https://api.openai.com/v1"}, classifier="llm", mailbox=[]
+    )
+    assert preflight.secret_problems(cloud) == [
+        "llm.api_key_env: environment variable MAILTRIAGE_LLM_KEY is not set"
+    ]
