@@ -32,9 +32,9 @@ from mailtriage.core.llm import LLMClassifier
 from mailtriage.core.message import Address, Message
 from mailtriage.core.prompt import build_messages
 from mailtriage.sandbox.llama_server import LlamaServer
+from mailtriage.sandbox.process import write_toml
 from tests.helpers import example_settings
 from tests.test_evaluate import write_csv
-from tests.test_service_process import write_toml
 
 KEYS = ["rh", "fournisseurs", "clients", "devis", "publicite", "review"]
 BOX = "contact@atelier-dupont.fr"
