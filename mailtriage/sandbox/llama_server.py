@@ -101,6 +101,7 @@ class LlamaServer(Running):
         n_threads: int = 2,
         startup_timeout_s: float = 120.0,
         log_path: Path | None = None,
+        keep_log: bool = False,
     ) -> None:
         self.n_ctx = n_ctx
         self.n_threads = n_threads
@@ -108,6 +109,8 @@ class LlamaServer(Running):
         self.host = "127.0.0.1"
         self.port = port  # 0: a free port, chosen at start
         self.model = MODEL_ALIAS
+        # A log file of our own making is deleted at stop, unless kept (the CLI keeps it).
+        self._own_log = log_path is None and not keep_log
         self.log_path = log_path or Path(tempfile.mkstemp(prefix="llama-server-", suffix=".log")[1])
         self._log: IO[bytes] | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -163,6 +166,7 @@ class LlamaServer(Running):
         try:
             self._wait_ready()
         except BaseException:
+            self._own_log = False  # the error names the log: keep it
             self.stop()
             raise
         return self
@@ -196,6 +200,8 @@ class LlamaServer(Running):
         if self._log is not None:
             self._log.close()
             self._log = None
+        if self._own_log:
+            self.log_path.unlink(missing_ok=True)
 
     # -- the server's log -------------------------------------------------------------
 
@@ -238,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the server on `kill` too
     try:
-        with LlamaServer(port=args.port, n_ctx=args.n_ctx) as llama:
+        with LlamaServer(port=args.port, n_ctx=args.n_ctx, keep_log=True) as llama:
             print(
                 f"llama.cpp server at {llama.base_url} (model {llama.model}, pid {llama.pid}); "
                 f"log {llama.log_path}; Ctrl-C stops it",
