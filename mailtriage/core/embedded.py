@@ -169,6 +169,7 @@ class CategoryModel:
     zero_shot_temperature: float  # what the cosines are read at before any fit
     head: Head | None = None
     calibrated_on: int = 0
+    calibrated_from: str = ""  # "learned" examples or the "configuration"'s
     held_out: tuple[Scored, ...] = ()
     log_loss: dict[str, float] = field(default_factory=dict)  # held-out, per scorer
 
@@ -199,9 +200,25 @@ class CategoryModel:
             return f"{self.kind}, zero-shot confidence (temperature {self.temperature:.3g})"
         losses = ", ".join(f"{k} {v:.3f}" for k, v in sorted(self.log_loss.items()))
         return (
-            f"{self.kind}, confidence calibrated on {self.calibrated_on} learned examples "
-            f"(held-out log-loss: {losses})"
+            f"{self.kind}, confidence calibrated on {self.calibrated_on} "
+            f"{self.calibrated_from} examples (held-out log-loss: {losses})"
         )
+
+
+def _labelled_set(
+    config: Sequence[Vectors], x: Array, y: npt.NDArray[np.int64]
+) -> tuple[str, list[Vectors], Array, npt.NDArray[np.int64]] | None:
+    """What the confidence is fitted to: the learned examples when there are enough,
+    else the configuration's examples (held out from descriptions and the other
+    examples), else nothing. Returns (source, base vectors per category, x, y)."""
+    if len(y) >= MIN_CALIBRATION and len(set(y.tolist())) >= 2:
+        return "learned", list(config), x, y
+    cx = [np.asarray(c[1:], dtype=np.float64) for c in config]
+    n = sum(len(c) for c in cx)
+    if n >= MIN_CALIBRATION and sum(1 for c in cx if len(c)) >= 2:
+        labels = np.concatenate([np.full(len(c), i, dtype=np.int64) for i, c in enumerate(cx)])
+        return "configuration", [c[:1] for c in config], np.vstack(cx), labels
+    return None
 
 
 def build_model(
@@ -215,7 +232,12 @@ def build_model(
     temperature: float | None = None,
     previous: CategoryModel | None = None,
 ) -> CategoryModel:
-    """The mailbox's model from vectors: config texts per category, learned examples."""
+    """The mailbox's model from vectors.
+
+    `config[i]` holds category i's configuration vectors: its description first, then its
+    examples. The learned examples are `learned_vectors` with category indices
+    `learned_labels`.
+    """
     dim = config[0].shape[1] if config else 0
     x = np.asarray(learned_vectors, dtype=np.float64).reshape(-1, dim)
     y = np.asarray(learned_labels, dtype=np.int64)
@@ -231,34 +253,40 @@ def build_model(
         temperature=base_temperature,
         zero_shot_temperature=base_temperature,
     )
-    if len(y) < MIN_CALIBRATION or len(set(y.tolist())) < 2:
+    labelled = _labelled_set(config, x, y) if config else None
+    if labelled is None:
         return model
+    source, base, lx, ly = labelled
 
     def proto_scores(tx: Array, ty: Array, test: Array) -> Array:
-        return prototype_logits(
-            prototype_matrix(config, _grouped(tx, ty.astype(np.int64))),
-            test,
-            profile.none_similarity,
-        )
+        groups = _grouped(tx, ty.astype(np.int64))
+        if source == "learned":  # blended, as the final model does
+            protos = prototype_matrix(base, groups)
+        else:  # configuration examples are averaged with the description
+            protos = prototype_matrix(
+                [np.vstack([b, groups[i]]) if i in groups else b for i, b in enumerate(base)],
+                {},
+            )
+        return prototype_logits(protos, test, profile.none_similarity)
 
     init = previous.head if previous is not None and previous.keys == list(keys) else None
 
     def head_scores(tx: Array, ty: Array, test: Array) -> Array:
-        head = _fit_head(config, tx, ty.astype(np.int64), base_temperature, init)
+        head = _fit_head(base, tx, ty.astype(np.int64), base_temperature, init)
         return head.logits(test)
 
     candidates: dict[str, tuple[Array, float, float]] = {}
     for kind, scorer in (("prototypes", proto_scores), ("head", head_scores)):
-        held = cross_validated_logits(scorer, x, y, folds=CV_FOLDS)
-        t = fit_temperature(held, y)
-        candidates[kind] = (held, t, nll(held, y, t))
+        held = cross_validated_logits(scorer, lx, ly, folds=CV_FOLDS)
+        t = fit_temperature(held, ly)
+        candidates[kind] = (held, t, nll(held, ly, t))
     kind = min(candidates, key=lambda k: candidates[k][2])
     held, fitted, _ = candidates[kind]
     probs = softmax_rows(held / fitted)[:, : len(keys)]
     predicted = probs.argmax(axis=1)
     held_out = tuple(
         Scored(keys[int(p)], keys[int(g)], float(probs[i, p]))
-        for i, (p, g) in enumerate(zip(predicted, y, strict=True))
+        for i, (p, g) in enumerate(zip(predicted, ly, strict=True))
     )
     head = _fit_head(config, x, y, base_temperature, init) if kind == "head" else None
     return CategoryModel(
@@ -271,8 +299,9 @@ def build_model(
         temperature=fitted,
         zero_shot_temperature=base_temperature,
         head=head,
-        calibrated_on=len(y),
-        held_out=held_out,
+        calibrated_on=len(ly),
+        calibrated_from=source,
+        held_out=held_out if source == "learned" else (),
         log_loss={k: round(v[2], 4) for k, v in candidates.items()},
     )
 
