@@ -78,7 +78,9 @@ def main() -> None:
         )
         print("  threshold  routed  precision on routed")
         for p in risk_coverage(scored):
-            print(f"  {p.threshold:9.2f}  {p.coverage:6.0%}  {p.precision:.3f} ({p.right}/{p.routed})")
+            print(
+                f"  {p.threshold:9.2f}  {p.coverage:6.0%}  {p.precision:.3f} ({p.right}/{p.routed})"
+            )
         for target in (0.92, 0.95):
             print("  target", target, "->", recommend(scored, target).describe())
 
