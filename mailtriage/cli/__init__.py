@@ -59,6 +59,7 @@ _COMMAND_MODULES = [
     "mailtriage.cli.records",
     "mailtriage.cli.eval",
     "mailtriage.cli.learn",
+    "mailtriage.cli.init",
     "mailtriage.cli.service",
     "mailtriage.cli.demo",
     "mailtriage.cli.graph",
