@@ -20,9 +20,9 @@ import numpy.typing as npt
 
 from mailtriage.core.head import Array, softmax_rows
 
-# Temperatures searched (a multiplier of the logits' own scale).
-MIN_TEMPERATURE = 0.02
-MAX_TEMPERATURE = 50.0
+# Temperatures searched: e5 cosines need ~0.01, a head's logits ~1-10.
+MIN_TEMPERATURE = 0.001
+MAX_TEMPERATURE = 100.0
 
 
 def nll(logits: npt.ArrayLike, labels: npt.ArrayLike, temperature: float = 1.0) -> float:
