@@ -2,10 +2,11 @@
 
 Path measured: history.list → batched messages.get (raw) → RFC 822 parse → rules → LLM
 classification over HTTP → plan → labels / move / forward / processed label, all through
-the real google-api-python-client against the loopback Gmail emulator, which enforces
-Google's per-user quota of 250 units/s. The demo corpus (43 fr/en mails) is delivered to
-each mailbox; timing starts when the mail is in the inboxes and stops when every message
-is recorded in the ledger.
+the real google-api-python-client against the loopback Gmail emulator, which enforces a
+per-user budget of 250 units over a 1 s window (Google documents 15,000 units per user
+per minute, moving window: the emulator is the stricter of the two). The demo corpus
+(43 fr/en mails) is delivered to each mailbox; timing starts when the mail is in the
+inboxes and stops when every message is recorded in the ledger.
 
     .venv/bin/python bench/gmail_e2e.py                 # 0 and 300 ms, 1 and 10 mailboxes
     .venv/bin/python bench/gmail_e2e.py --latency-ms 300 --mailboxes 10 --copies 1

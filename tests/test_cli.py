@@ -38,8 +38,18 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert usage.exit_code == 2
 
 
-def test_check_config_summarises(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["check-config", "-c", str(config_file(tmp_path))])
+def test_check_config_summarises(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mailtriage.sandbox.gmail import ServiceAccountKey
+
+    example = tomllib.loads(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
+    key = tmp_path / "service-account.json"
+    key.write_text(ServiceAccountKey().json("https://oauth2.googleapis.com/token"))
+    cfg = config_file(tmp_path, gmail={**example["gmail"], "service_account_file": str(key)})
+    unset = runner.invoke(app, ["check-config", "-c", str(cfg)])
+    assert unset.exit_code == 2  # as `run` would: the Graph secret's variable is not set
+    assert "graph.client_secret_env: environment variable MAILTRIAGE_GRAPH_SECRET" in unset.output
+    monkeypatch.setenv("MAILTRIAGE_GRAPH_SECRET", "not-a-real-secret")
+    result = runner.invoke(app, ["check-config", "-c", str(cfg)])
     assert result.exit_code == 0, result.output
     assert "rh@atelier-dupont.fr" in result.output and "classifier: embedded" in result.output
 
@@ -103,7 +113,7 @@ def test_doctor_against_the_graph_emulator(tmp_path: Path, denied: bool) -> None
             mailbox=[{"provider": "graph", "address": "contact@atelier-dupont.fr"}],
         )
         result = runner.invoke(app, ["doctor", "-c", str(cfg)])
-    assert "state database sqlite" in result.output
+    assert "state database" in result.output and "sqlite:///" in result.output
     assert "Microsoft 365 (Graph)" in result.output
     assert result.exit_code == (1 if denied else 0), result.output
 

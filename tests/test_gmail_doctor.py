@@ -38,8 +38,8 @@ async def test_doctor_reports_delegation_groups_and_access(gm: GmailEmulator) ->
     assert checks[("service account", "key")].ok
     assert checks[(SHARED, "delegation")].ok and checks[(SHARED, "mailbox access")].ok
     denied = checks[(OTHER, "delegation")]
-    assert not denied.ok and "Domain Wide Delegation" in denied.detail
-    assert json.loads(gm.service_account_json())["client_id"] in denied.detail
+    assert not denied.ok and "Domain Wide Delegation" in denied.fix
+    assert json.loads(gm.service_account_json())["client_id"] in denied.fix
     group = checks[(GROUP, "delegation")]
     assert not group.ok and "Google Groups" in group.detail
     assert (OTHER, "mailbox access") not in checks  # no point once the token is refused

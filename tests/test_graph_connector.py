@@ -308,7 +308,10 @@ async def test_bearer_tokens_and_auth_errors(
         },
     )
     issued = r.json()["access_token"]
-    settings = make_settings(emu, graph={"anonymous": False})
+    settings = make_settings(
+        emu,
+        graph={"anonymous": False, "tenant_id": "t", "client_id": "c", "client_secret_env": "S"},
+    )
     cred = _Credential(issued if token == "good" else token)
     client = build_client(settings.graph, credential=cred)
     mb = GraphMailbox(SHARED, client, MemoryStateStore(), settings)

@@ -21,7 +21,7 @@ async def test_doctor_reports_each_mailbox() -> None:
         emu.add_mailbox(NO_SETTINGS, permissions={"Mail.ReadWrite", "Mail.Send"})
         emu.add_mailbox(DENIED, access_denied=True)
         settings = sandbox_settings(
-            emu.base_url, [OK, NO_SETTINGS, DENIED], runtime={"public_url": "http://x.example"}
+            emu.base_url, [OK, NO_SETTINGS, DENIED], runtime={"public_url": "https://x.example"}
         )
         checks = await diagnose(settings, store=MemoryStateStore())
     by = {(c.subject, c.name.split(" ")[0]): c for c in checks}
@@ -31,7 +31,8 @@ async def test_doctor_reports_each_mailbox() -> None:
     denied = by[(DENIED, "Mail.ReadWrite")]
     assert not denied.ok and "Test-ServicePrincipalAuthorization" in denied.fix
     assert (DENIED, "MailboxSettings.ReadWrite") not in by
-    assert not by[("push", "public_url")].ok  # Graph only calls https URLs
+    assert by[("push", "public_url")].ok  # https (the config refuses anything else)
+    assert not by[(OK, "subscription")].ok and "mailtriage run" in by[(OK, "subscription")].fix
 
 
 async def test_doctor_stops_at_bad_credentials() -> None:
@@ -41,7 +42,8 @@ async def test_doctor_stops_at_bad_credentials() -> None:
 
     with GraphEmulator() as emu:
         emu.add_mailbox(OK)
-        settings = sandbox_settings(emu.base_url, [OK], graph={"anonymous": False})
+        app_only = {"tenant_id": "t", "client_id": "c", "client_secret_env": "S"}
+        settings = sandbox_settings(emu.base_url, [OK], graph={**app_only, "anonymous": False})
         client = build_client(settings.graph, credential=Refusing())
         checks = await diagnose(settings, client=client)
         await client.aclose()

@@ -138,7 +138,7 @@ def test_extended_property_expand_and_filter(emu: GraphEmulator, http: httpx.Cli
 
 
 def test_subscription_limits_and_error_shape(emu: GraphEmulator) -> None:
-    too_long = (datetime.now(UTC) + timedelta(minutes=4231 + 5)).isoformat()
+    too_long = (datetime.now(UTC) + timedelta(minutes=10_080 + 5)).isoformat()
     r = httpx.post(
         emu.base_url + "/subscriptions",
         json={
@@ -151,7 +151,7 @@ def test_subscription_limits_and_error_shape(emu: GraphEmulator) -> None:
     )
     assert r.status_code == 400
     err = r.json()["error"]
-    assert set(err) == {"code", "message", "innerError"} and "4230" in err["message"]
+    assert set(err) == {"code", "message", "innerError"} and "10080" in err["message"]
 
 
 def test_permissions_per_mailbox(emu: GraphEmulator, http: httpx.Client) -> None:

@@ -16,7 +16,7 @@ from mailtriage.core import logs
 def demo(
     config: Annotated[
         Path | None,
-        typer.Option("--config", "-c", help="Use this file's [llm] when it is reachable."),
+        typer.Option("--config", "-c", help="Use this file's \\[llm] when it is reachable."),
     ] = None,
     state_dir: Annotated[
         Path | None, typer.Option(help="Keep the demo's state database here.")

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from mailtriage.cli import console, user_errors
+from mailtriage.cli import console, plain, user_errors
 from mailtriage.cli.options import DEFAULT_CONFIG, ConfigOption, load
 from mailtriage.cli.thresholds import print_recommendations, print_reliability, print_risk_coverage
 from mailtriage.core.calibration import expected_calibration_error, reliability
@@ -256,7 +256,7 @@ def eval_command(
             bins, ece_raw, ece, model_line
         )
         for path in write_report(out, report_dict(metrics, **extra), metrics, sections):
-            console.print(f"wrote {path}", highlight=False)
+            console.print(plain(f"wrote {path}"))
 
 
 def register(app: typer.Typer) -> None:

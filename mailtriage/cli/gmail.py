@@ -1,24 +1,28 @@
 """`mailtriage gmail doctor` and `mailtriage gmail uninstall`: the Google Workspace pieces.
 
-`doctor` checks, for every Gmail mailbox, what an admin usually gets wrong: the key file,
-domain-wide delegation (a token for the mailbox), the gmail.modify scope, access to the
-mailbox itself, and the push settings, and says what to fix for each failure.
+`doctor` checks, for every Gmail mailbox, what an admin usually gets wrong: the key file
+(or, key-less, the IAM signJwt permission), domain-wide delegation (a token for the
+mailbox), the gmail.modify scope, access to the mailbox itself, and the push settings,
+and says what to fix for each failure.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
 from mailtriage.cli import console, user_errors
+from mailtriage.cli.doctor import JsonOption, emit, provider_rows
 from mailtriage.cli.options import DEFAULT_CONFIG, ConfigOption, load
+from mailtriage.cli.uninstall import load_and_remove
 from mailtriage.core.config import Settings
 from mailtriage.core.errors import MailtriageError
+
+if TYPE_CHECKING:
+    from mailtriage.connectors.gmail.auth import Delegation
 
 GROUPS_NOTE = (
     "Google Groups and collaborative inboxes cannot be read through the Gmail API: point "
@@ -38,33 +42,48 @@ class Check:
     name: str
     ok: bool
     detail: str
+    fix: str = ""
 
 
-def _token_check(settings: Settings, info: dict[str, Any], address: str) -> Check:
-    """Ask the token endpoint for a gmail.modify token impersonating `address`."""
-    import google_auth_httplib2
-    import httplib2
-    from google.auth.exceptions import RefreshError, TransportError
-    from google.oauth2 import service_account
+def _refresh_text(exc: Exception) -> str:
+    """Every argument of a google-auth error (the second one holds the response body)."""
+    return " ".join(str(a) for a in exc.args) or type(exc).__name__
+
+
+def _token_check(delegation: Delegation, address: str) -> Check:
+    """Ask for a gmail.modify token impersonating `address` (signJwt first when key-less)."""
+    from google.auth.exceptions import GoogleAuthError, RefreshError, TransportError
 
     from mailtriage.connectors.gmail.errors import GMAIL_MODIFY
 
-    creds = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
-        info, scopes=[GMAIL_MODIFY], subject=address
+    sa = delegation.service_account
+    client_id = delegation.client_id or (
+        f"of {sa} (gcloud iam service-accounts describe {sa} --format='value(oauth2ClientId)')"
     )
-    request = google_auth_httplib2.Request(httplib2.Http(timeout=settings.gmail.request_timeout_s))
-    client_id = info.get("client_id", "?")
     try:
-        creds.refresh(request)
+        creds = delegation.credentials(address)
+        creds.refresh(delegation.request())
     except RefreshError as exc:
-        text = str(exc.args[0] if exc.args else exc)
+        text = _refresh_text(exc)
+        if "Unable to acquire impersonated credentials" in text:
+            return Check(
+                address,
+                "signJwt",
+                False,
+                f"IAM refused to sign for {sa}: {text}",
+                f"give this machine's Google identity roles/iam.serviceAccountTokenCreator on "
+                f"{sa} (gcloud iam service-accounts add-iam-policy-binding {sa} "
+                "--member=<its principal> --role=roles/iam.serviceAccountTokenCreator) and "
+                "enable iamcredentials.googleapis.com; see manifest/google/INSTALL.md",
+            )
         if "unauthorized_client" in text:
             return Check(
                 address,
                 "delegation",
                 False,
-                f"not granted: in the {ADMIN_PATH}, add client ID {client_id} with scope "
-                f"{GMAIL_MODIFY} (or add the scope if the client is already listed).",
+                "not granted",
+                f"in the {ADMIN_PATH}, add client ID {client_id} with scope {GMAIL_MODIFY} "
+                "(or add the scope if the client is already listed)",
             )
         if "invalid_grant" in text:
             return Check(
@@ -76,18 +95,20 @@ def _token_check(settings: Settings, info: dict[str, Any], address: str) -> Chec
         return Check(address, "delegation", False, f"token refused: {text}")
     except TransportError as exc:
         return Check(address, "delegation", False, f"token endpoint unreachable: {exc}")
+    except GoogleAuthError as exc:  # e.g. the machine's own credentials cannot refresh
+        return Check(address, "delegation", False, f"no token: {_refresh_text(exc)}")
     return Check(address, "delegation", True, f"token for {address} with scope {GMAIL_MODIFY}")
 
 
 async def _mailbox_checks(
-    settings: Settings, info: dict[str, Any] | None, address: str
+    settings: Settings, delegation: Delegation | None, address: str
 ) -> list[Check]:
     from mailtriage.connectors.gmail import GmailMailbox
     from mailtriage.core.ports import MemoryStateStore
 
     out: list[Check] = []
-    if info is not None:
-        token = await asyncio.to_thread(_token_check, settings, info, address)
+    if delegation is not None:
+        token = await asyncio.to_thread(_token_check, delegation, address)
         out.append(token)
         if not token.ok:
             return out
@@ -95,7 +116,7 @@ async def _mailbox_checks(
         out.append(Check(address, "scopes", True, scope))
     mb = settings.mailbox(address)
     assert mb is not None
-    box = GmailMailbox.from_settings(settings, mb, MemoryStateStore(), info=info)
+    box = GmailMailbox.from_settings(settings, mb, MemoryStateStore(), delegation=delegation)
     try:
         profile = await box.profile()
         labels = await box.labels.refresh()
@@ -124,87 +145,63 @@ def _push_checks(settings: Settings) -> list[Check]:
     if not g.pubsub_topic:
         out.append(Check("push", "topic", True, "no pubsub_topic: polling only (sync_interval_s)"))
         return out
-    topic_ok = bool(re.fullmatch(r"projects/[^/]+/topics/[^/]+", g.pubsub_topic))
+    out.append(Check("push", "topic", True, g.pubsub_topic))
+    # The config model requires both with a topic (check-config says so).
     out.append(
         Check(
             "push",
-            "topic",
-            topic_ok,
-            g.pubsub_topic
-            if topic_ok
-            else f"{g.pubsub_topic!r} is not projects/<project>/topics/<topic>",
+            "webhook auth",
+            True,
+            f"audience {g.push_audience}, signed for {g.push_service_account}",
         )
     )
-    if not g.push_audience or not g.push_service_account:
-        out.append(
-            Check(
-                "push",
-                "webhook auth",
-                False,
-                "set gmail.push_audience and gmail.push_service_account (the push "
-                "subscription's --push-auth-token-audience and --push-auth-service-account)",
-            )
-        )
-    else:
-        out.append(Check("push", "webhook auth", True, f"audience {g.push_audience}"))
     public = settings.runtime.public_url
     if public and g.push_audience and not g.push_audience.startswith(public.rstrip("/")):
         out.append(
-            Check("push", "audience", False, f"push_audience is not under public_url {public}")
+            Check(
+                "push",
+                "audience",
+                False,
+                f"push_audience is not under public_url {public}",
+                "make gmail.push_audience the push subscription's audience: "
+                "<runtime.public_url>/hooks/gmail",
+            )
         )
     return out
 
 
-async def gmail_doctor(settings: Settings) -> list[Check]:
-    """Every Gmail check for `settings` (no mailbox: no checks)."""
-    from mailtriage.connectors.gmail import service_account_info
+async def gmail_doctor(settings: Settings, *, delegation: Delegation | None = None) -> list[Check]:
+    """Every Gmail check for `settings` (no mailbox: no checks); never raises for them."""
+    from mailtriage.connectors.gmail import delegation_from_settings
 
     addresses = [m.address for m in settings.mailboxes if m.provider == "gmail"]
     if not addresses:
         return []
-    info: dict[str, Any] | None = None
-    if not settings.gmail.anonymous:
+    what = "identity" if settings.gmail.auth == "iam_signjwt" else "key"
+    if delegation is None and not settings.gmail.anonymous:
         try:
-            info = service_account_info(settings.gmail)
+            delegation = delegation_from_settings(settings.gmail)
         except MailtriageError as exc:
-            return [Check("service account", "key", False, str(exc))]
+            return [Check("service account", what, False, str(exc))]
     checks = []
-    if info is not None:
-        checks.append(
-            Check(
-                "service account",
-                "key",
-                True,
-                f"{info.get('client_email')} (client ID {info.get('client_id')})",
-            )
-        )
+    if delegation is not None:
+        checks.append(Check("service account", what, True, delegation.describe()))
     for address in addresses:
-        checks.extend(await _mailbox_checks(settings, info, address))
+        checks.extend(await _mailbox_checks(settings, delegation, address))
     checks.extend(_push_checks(settings))
     return checks
 
 
-def checks_table(checks: list[Check]) -> Table:
-    table = Table(title="Google Workspace (Gmail)")
-    for col in ("", "what", "check", "detail"):
-        table.add_column(col, overflow="fold")
-    for c in checks:
-        status = "[green]ok[/green]" if c.ok else "[red]FAIL[/red]"
-        table.add_row(status, c.subject, c.name, c.detail)
-    return table
-
-
-def doctor(config: ConfigOption = DEFAULT_CONFIG) -> None:
+def doctor(config: ConfigOption = DEFAULT_CONFIG, as_json: JsonOption = False) -> None:
     """Check delegation, scopes, mailbox access and push settings for every Gmail mailbox."""
+    from mailtriage.core.ledger import Ledger
+
     settings = load(config)
-    checks = asyncio.run(gmail_doctor(settings))
-    if not checks:
+    rows, notes = provider_rows(settings, {"gmail"}, Ledger(settings.state.url))
+    if not rows and not as_json:
         console.print("no Gmail mailbox configured")
         return
-    console.print(checks_table(checks))
-    if not all(c.ok for c in checks):
-        console.print(f"Note: {GROUPS_NOTE}", highlight=False)
-        raise typer.Exit(1)
+    emit(rows, as_json=as_json, notes=notes)
 
 
 def uninstall(
@@ -212,25 +209,9 @@ def uninstall(
     mailbox: Annotated[str | None, typer.Option(help="Only this mailbox.")] = None,
 ) -> None:
     """Stop the Gmail watches (users.stop) and forget their state."""
-    from mailtriage.connectors.gmail import GmailWatch, build_gmail_mailboxes
-    from mailtriage.core.ledger import Ledger
+    from mailtriage.cli.uninstall import remove_gmail, report
 
-    settings = load(config)
-    ledger = Ledger(settings.state.url)
-
-    async def main() -> None:
-        for box in build_gmail_mailboxes(settings, ledger):
-            if mailbox and box.address != mailbox.lower():
-                continue
-            try:
-                await GmailWatch(box, settings.gmail.pubsub_topic or "-").uninstall()
-                console.print(f"{box.address}: watch stopped", highlight=False)
-            except MailtriageError as exc:
-                console.print(f"[red]{box.address}: {exc}[/red]", highlight=False)
-            finally:
-                await box.aclose()
-
-    asyncio.run(main())
+    report(load_and_remove(config, lambda s, ledger: remove_gmail(s, ledger, mailbox)))
 
 
 def register(app: typer.Typer) -> None:

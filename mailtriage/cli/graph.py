@@ -2,53 +2,34 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import typer
-from rich.table import Table
 
-from mailtriage.cli import console, user_errors
+from mailtriage.cli import user_errors
+from mailtriage.cli.doctor import JsonOption, emit, provider_rows
 from mailtriage.cli.options import DEFAULT_CONFIG, ConfigOption, load
+from mailtriage.cli.uninstall import load_and_remove, remove_graph, report
 
 graph_app = typer.Typer(help="Microsoft 365 (Graph) checks and clean-up.", no_args_is_help=True)
 
 
-def doctor(config: ConfigOption = DEFAULT_CONFIG) -> None:
+def doctor(config: ConfigOption = DEFAULT_CONFIG, as_json: JsonOption = False) -> None:
     """Check Graph credentials, permissions and access to each configured mailbox."""
-    from mailtriage.connectors.graph.doctor import diagnose
     from mailtriage.core.ledger import Ledger
 
     settings = load(config)
-    ledger = Ledger(settings.state.url)
-    checks = asyncio.run(diagnose(settings, store=ledger))
-    table = Table(title="Microsoft 365 (Graph)")
-    for col in ("", "what", "check", "result", "fix"):
-        table.add_column(col)
-    for c in checks:
-        mark = "[green]ok[/green]" if c.ok else "[red]missing[/red]"
-        table.add_row(mark, c.subject, c.name, c.detail, c.fix)
-    console.print(table)
-    if not all(c.ok for c in checks):
-        raise typer.Exit(1)
+    rows, notes = provider_rows(settings, {"graph"}, Ledger(settings.state.url))
+    if not rows:  # no graph mailbox: say so the way diagnose() does
+        from mailtriage.cli.doctor import Row
+
+        rows = [
+            Row("graph", "config", "graph mailboxes", False, "no [[mailbox]] with provider graph")
+        ]
+    emit(rows, as_json=as_json, notes=notes)
 
 
 def uninstall(config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Delete the Graph change-notification subscriptions of this installation."""
-    from mailtriage.connectors.graph.push import GraphPush
-    from mailtriage.core.ledger import Ledger
-
-    settings = load(config)
-    ledger = Ledger(settings.state.url)
-
-    async def main() -> None:
-        push = GraphPush.from_settings(settings, ledger)
-        try:
-            await push.uninstall()
-        finally:
-            await push.aclose()
-
-    asyncio.run(main())
-    console.print("graph: subscriptions deleted", highlight=False)
+    report(load_and_remove(config, remove_graph))
 
 
 def register(app: typer.Typer) -> None:

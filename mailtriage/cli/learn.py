@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from mailtriage.cli import console, user_errors
+from mailtriage.cli import console, plain, user_errors
 from mailtriage.cli.options import DEFAULT_CONFIG, ConfigOption, load
 from mailtriage.cli.thresholds import print_recommendations, print_risk_coverage
 from mailtriage.core.config import Settings
@@ -53,9 +53,10 @@ def learn(
     console.print(report_table(report, dry_run=dry_run))
     if report.unmapped:
         console.print(
-            "not mapped to a category (add them to the mailbox's folder_map to use them): "
-            + ", ".join(report.unmapped),
-            highlight=False,
+            plain(
+                "not mapped to a category (add them to the mailbox's folder_map to use them): "
+                + ", ".join(report.unmapped)
+            )
         )
     verb = "would add" if dry_run else "added"
     console.print(
@@ -103,7 +104,7 @@ async def _learn(
 
 
 def report_table(report: LearnReport, *, dry_run: bool = False) -> Table:
-    table = Table(title=f"mailtriage learn: {report.mailbox}")
+    table = Table(title=plain(f"mailtriage learn: {report.mailbox}"))
     for col in (
         "folder / label",
         "category",
@@ -113,7 +114,9 @@ def report_table(report: LearnReport, *, dry_run: bool = False) -> Table:
     ):
         table.add_column(col, justify="left" if col in ("folder / label", "category") else "right")
     for f in report.mapped:
-        table.add_row(f.location, f.category or "", str(f.read), str(f.known), str(f.added))
+        table.add_row(
+            plain(f.location), plain(f.category or ""), str(f.read), str(f.known), str(f.added)
+        )
     return table
 
 

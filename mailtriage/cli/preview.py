@@ -3,47 +3,129 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from mailtriage.cli import console, user_errors
+from mailtriage.cli import console, echo_json, echo_jsonl, plain, user_errors
 from mailtriage.cli.options import DEFAULT_CONFIG, ConfigOption, load
 from mailtriage.core import planner, rules
 from mailtriage.core.classifiers import build_classifier
 from mailtriage.core.config import Settings
-from mailtriage.core.errors import ClassifierError, MessageParseError
+from mailtriage.core.errors import ClassifierError, ConfigError, MessageParseError
 from mailtriage.core.ledger import Ledger
 from mailtriage.core.ports import Classifier
 
 
-def check_config(config: ConfigOption = DEFAULT_CONFIG) -> None:
-    """Validate the configuration and summarise it."""
-    settings = load(config)
-    table = Table(title=f"{config}: valid", show_lines=False)
+def check_config(
+    config: ConfigOption = DEFAULT_CONFIG,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
+) -> None:
+    """Validate the configuration as `run` would (short of network access) and summarise it."""
+    try:
+        settings = load(config)
+        notes = check_credentials(settings)
+    except ConfigError as exc:
+        if not as_json:
+            raise
+        echo_json({"config": str(config), "valid": False, "errors": str(exc).splitlines()})
+        raise typer.Exit(2) from None
+    if not settings.mailboxes:
+        notes.append("no [[mailbox]]: `run` and `sync` need at least one")
+    if as_json:
+        echo_json(_summary(config, settings, notes))
+        return
+    table = Table(title=plain(f"{config}: valid"), show_lines=False)
     for col in ("category", "name", "label", "move to", "forward to", "read"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for c in settings.categories:
         label = planner.label_for(c)
         table.add_row(
-            c.key + (" (review)" if c.key == settings.review_category else ""),
-            c.name,
-            label.name if label else "",
-            c.actions.move_to or "",
-            ", ".join(c.actions.forward_to),
+            plain(c.key + (" (review)" if c.key == settings.review_category else "")),
+            plain(c.name),
+            plain(label.name if label else ""),
+            plain(c.actions.move_to or ""),
+            plain(", ".join(c.actions.forward_to)),
             "yes" if c.actions.mark_read else "",
         )
     console.print(table)
-    console.print(f"classifier: {settings.effective_classifier}", highlight=False)
+    console.print(plain(f"classifier: {settings.effective_classifier}"))
     if settings.llm.configured:
-        console.print(f"llm: {settings.llm.model} at {settings.llm.base_url}", highlight=False)
-    console.print(f"state: {Ledger._redacted(settings.state.url)}", highlight=False)
+        console.print(plain(f"llm: {settings.llm.model} at {settings.llm.base_url}"))
+    console.print(plain(f"state: {Ledger._redacted(settings.state.url)}"))
     for mb in settings.mailboxes:
         dry = " (dry run)" if settings.is_dry_run(mb.address) else ""
-        console.print(f"mailbox: {mb.provider} {mb.address}{dry}", highlight=False)
+        console.print(plain(f"mailbox: {mb.provider} {mb.address}{dry}"))
+    for note in notes:
+        console.print(plain(note))
+
+
+def check_credentials(settings: Settings) -> list[str]:
+    """Build each provider's credentials as `run` does, without a network call.
+
+    A secret file that is missing or malformed raises one ConfigError naming it. Returns
+    notes on what only `doctor` can check.
+    """
+    notes: list[str] = []
+    providers = {m.provider for m in settings.mailboxes}
+    if "graph" in providers and not settings.graph.anonymous:
+        from mailtriage.connectors.graph.client import build_credential
+
+        credential = build_credential(settings.graph)
+        asyncio.run(credential.close())
+    if "gmail" in providers and not settings.gmail.anonymous:
+        if settings.gmail.auth == "key_file":
+            from mailtriage.connectors.gmail import service_account_info
+
+            service_account_info(settings.gmail)
+        else:
+            notes.append(
+                f"gmail: key-less delegation as {settings.gmail.service_account_email}: "
+                "`mailtriage gmail doctor` checks this machine's identity and signJwt"
+            )
+    return notes
+
+
+def _summary(config: Path, settings: Settings, notes: list[str]) -> dict[str, Any]:
+    categories = []
+    for c in settings.categories:
+        label = planner.label_for(c)
+        categories.append(
+            {
+                "key": c.key,
+                "name": c.name,
+                "review": c.key == settings.review_category,
+                "label": label.name if label else None,
+                "color": c.actions.color,
+                "move_to": c.actions.move_to,
+                "forward_to": list(c.actions.forward_to),
+                "mark_read": c.actions.mark_read,
+            }
+        )
+    return {
+        "config": str(config),
+        "valid": True,
+        "classifier": settings.effective_classifier,
+        "llm": (
+            {"model": settings.llm.model, "base_url": settings.llm.base_url}
+            if settings.llm.configured
+            else None
+        ),
+        "state": Ledger._redacted(settings.state.url),
+        "categories": categories,
+        "mailboxes": [
+            {
+                "provider": m.provider,
+                "address": m.address,
+                "dry_run": settings.is_dry_run(m.address),
+                "categories": [c.key for c in settings.categories_for(m.address)],
+            }
+            for m in settings.mailboxes
+        ],
+        "notes": notes,
+    }
 
 
 async def _preview(settings: Settings, classifier: Classifier | None, path: Path) -> dict[str, Any]:
@@ -84,7 +166,9 @@ async def _preview(settings: Settings, classifier: Classifier | None, path: Path
 def classify(
     files: Annotated[list[Path], typer.Argument(help=".eml files (raw RFC 822).")],
     config: ConfigOption = DEFAULT_CONFIG,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="JSON Lines: one compact object per file.")
+    ] = False,
     classifier: Annotated[
         str | None, typer.Option(help="llm, embedded or cascade (default: from config).")
     ] = None,
@@ -102,8 +186,7 @@ def classify(
 
     rows = asyncio.run(run())
     if as_json:
-        for r in rows:
-            console.print_json(json.dumps(r, ensure_ascii=False))
+        echo_jsonl(rows)
         return
     table = Table(title="mailtriage classify (preview, nothing changed)")
     for col in ("file", "subject", "category", "conf.", "reason", "would do"):
@@ -111,21 +194,21 @@ def classify(
     for r in rows:
         if r["status"] != "classified":
             table.add_row(
-                Path(r["file"]).name,
-                r.get("subject", ""),
-                f"({r['status']})",
+                plain(Path(r["file"]).name),
+                plain(r.get("subject", "")),
+                plain(f"({r['status']})"),
                 "",
-                r["reason"],
+                plain(r["reason"]),
                 "nothing",
             )
             continue
         table.add_row(
-            Path(r["file"]).name,
-            r["subject"][:60],
-            r["category"],
+            plain(Path(r["file"]).name),
+            plain(r["subject"][:60]),
+            plain(r["category"]),
             f"{r['confidence']:.2f}",
-            r["reason"][:80],
-            " + ".join(r["actions"]) or "nothing",
+            plain(r["reason"][:80]),
+            plain(" + ".join(r["actions"]) or "nothing"),
         )
     console.print(table)
 

@@ -1,4 +1,4 @@
-"""`run`, `sync` and `uninstall`: the commands that touch real mailboxes."""
+"""`run` and `sync`: the commands that triage real mailboxes."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections import Counter
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -171,7 +172,7 @@ def summary_table(reports: dict[str, SyncReport | Exception]) -> Table:
         table.add_column(col, justify="right" if col not in ("mailbox", "note") else "left")
     for address, rep in reports.items():
         if isinstance(rep, Exception):
-            table.add_row(address, "", "", "", "", "", "", f"[red]{rep}[/red]")
+            table.add_row(address, "", "", "", "", "", "", f"[red]{escape(str(rep))}[/red]")
             continue
         table.add_row(
             address,
@@ -186,66 +187,6 @@ def summary_table(reports: dict[str, SyncReport | Exception]) -> Table:
     return table
 
 
-def uninstall(config: ConfigOption = DEFAULT_CONFIG) -> None:
-    """Delete the Graph subscriptions and stop the Gmail watches this installation made."""
-    from mailtriage.connectors import build_pushes
-
-    settings = load(config)
-    ledger = Ledger(settings.state.url)
-
-    async def main() -> None:
-        from mailtriage.connectors import build_mailboxes
-
-        for push in build_pushes(settings, ledger, build_mailboxes(settings, ledger)):
-            await push.uninstall()
-            console.print(f"{push.provider}: push removed", highlight=False)
-
-    asyncio.run(main())
-
-
-def doctor(config: ConfigOption = DEFAULT_CONFIG) -> None:
-    """Check the state database, the model endpoint and every configured provider."""
-    settings = load(config)
-    problems = 0
-    ledger = Ledger(settings.state.url)
-    ok = ledger.ping()
-    problems += not ok
-    console.print(
-        f"state database {ledger.display_url}: "
-        + ("[green]ok[/green]" if ok else "[red]down[/red]")
-    )
-    if settings.llm.configured:
-        from mailtriage.core.llm import llm_reachable
-
-        ok = llm_reachable(settings)
-        problems += not ok
-        console.print(
-            f"model {settings.llm.model} at {settings.llm.base_url}: "
-            + ("[green]reachable[/green]" if ok else "[red]not reachable[/red]")
-        )
-    else:
-        console.print("model: none configured, the embedded classifier decides")
-    providers = {m.provider for m in settings.mailboxes}
-    checks = []
-    if "graph" in providers:
-        from mailtriage.cli.graph import doctor as graph_doctor
-
-        checks.append(graph_doctor)
-    if "gmail" in providers:
-        from mailtriage.cli.gmail import doctor as gmail_doctor
-
-        checks.append(gmail_doctor)
-    for check in checks:
-        try:
-            check(config=config)
-        except typer.Exit as exc:
-            problems += exc.exit_code != 0
-    if problems:
-        raise typer.Exit(1)
-
-
 def register(app: typer.Typer) -> None:
-    app.command("doctor")(user_errors(doctor))
     app.command("run")(user_errors(run))
     app.command("sync")(user_errors(sync))
-    app.command("uninstall")(user_errors(uninstall))

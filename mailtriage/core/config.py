@@ -29,6 +29,12 @@ DEFAULT_LLM_URL = "http://localhost:11434/v1"
 DEFAULT_CONFIG_NAME = "mailtriage.toml"
 _EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 _KEY = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,39}$")
+# Outlook master-category presets (shared with Gmail, which maps them to its palette), or a
+# Gmail palette colour `#background[/#text]`.
+_COLOR = re.compile(r"^(preset([0-9]|1[0-9]|2[0-4])|#[0-9a-f]{6}(/#[0-9a-f]{6})?)$")
+_TOPIC = re.compile(r"^projects/[^/\s]+/topics/[^/\s]+$")
+# A validator message that starts with a field path ("graph.tenant_id: ...") names that field.
+_FIELD_PREFIX = re.compile(r"^([A-Za-z_]\w*(?:\[\d+\])?(?:\.[A-Za-z_]\w*(?:\[\d+\])?)*): ")
 
 
 class _Model(BaseModel):
@@ -54,11 +60,17 @@ def read_secret(env: str | None, file: str | Path | None, *, what: str) -> Secre
             raise ConfigError(f"{what}: environment variable {env} is not set")
         return SecretStr(value)
     if file:
+        field = what.removesuffix("_env") + "_file" if what.endswith("_env") else what
         path = Path(file).expanduser()
         try:
-            return SecretStr(path.read_text(encoding="utf-8").strip())
+            value = path.read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise ConfigError(f"{what}: cannot read secret file {path}: {exc.strerror}") from exc
+            raise ConfigError(f"{field}: cannot read secret file {path}: {exc.strerror}") from exc
+        except UnicodeDecodeError:
+            raise ConfigError(f"{field}: secret file {path} is not UTF-8 text") from None
+        if not value:
+            raise ConfigError(f"{field}: secret file {path} is empty")
+        return SecretStr(value)
     return None
 
 
@@ -114,6 +126,19 @@ class CategoryActions(_Model):
     @classmethod
     def _emails(cls, v: list[str]) -> list[str]:
         return [_check_email(x) for x in v]
+
+    @field_validator("color")
+    @classmethod
+    def _color(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        value = v.strip().lower()
+        if not _COLOR.match(value):
+            raise ValueError(
+                f"{v!r} is not a colour: use preset0 to preset24 (Outlook's category colours, "
+                "mapped to Gmail's palette) or a Gmail palette colour such as '#16a766'"
+            )
+        return value
 
     @field_validator("move_to")
     @classmethod
@@ -185,18 +210,47 @@ class GraphSettings(_Model):
     page_size: int = Field(50, ge=1, le=1000)
     # After an expired delta token, re-read this far back (the ledger drops what it has).
     resync_window_hours: float = Field(48.0, gt=0, le=24 * 30)
-    # Subscriptions last at most 4230 min for messages; renew when less than this remains.
-    subscription_minutes: int = Field(4200, ge=45, le=4230)
-    renew_before_minutes: int = Field(720, ge=5, le=4000)
+    # Outlook message subscriptions last at most 10,080 minutes (under 7 days); renew when
+    # less than `renew_before_minutes` remains.
+    subscription_minutes: int = Field(10_000, ge=45, le=10_080)
+    renew_before_minutes: int = Field(720, ge=5, le=10_000)
+
+    @model_validator(mode="after")
+    def _renewal(self) -> GraphSettings:
+        if self.renew_before_minutes >= self.subscription_minutes:
+            raise ValueError(
+                f"renew_before_minutes: {self.renew_before_minutes} must be less than "
+                f"subscription_minutes ({self.subscription_minutes}), or every check renews"
+            )
+        if self.client_secret_env and self.client_secret_file:
+            raise ValueError("client_secret_file: give client_secret_env or client_secret_file")
+        return self
+
+    def missing(self) -> list[str]:
+        """What app-only access still lacks (empty when complete or anonymous)."""
+        if self.anonymous:
+            return []
+        out = [name for name in ("tenant_id", "client_id") if not getattr(self, name)]
+        if not (self.client_secret_env or self.client_secret_file or self.certificate_file):
+            out.append("a credential (client_secret_env, client_secret_file or certificate_file)")
+        return out
 
 
 class GmailSettings(_Model):
     """Google Workspace service account (domain-wide delegation) for `gmail` mailboxes."""
 
+    # How the delegation JWT is signed: by the service account's JSON key ("key_file"), or
+    # key-less by the IAM Credentials signJwt API with this machine's own Google identity
+    # ("iam_signjwt": a Cloud VM, Cloud Run, workload identity federation, or ADC).
+    auth: Literal["key_file", "iam_signjwt"] = "key_file"
     service_account_file: str | None = None
     service_account_env: str | None = None
+    # The delegating service account, for auth = "iam_signjwt" (the key file names its own).
+    service_account_email: str | None = None
     api_endpoint: str = "https://gmail.googleapis.com/"
+    # Token and IAM Credentials endpoints: Google's unless a private endpoint or the sandbox.
     token_uri: str | None = None
+    iam_endpoint: str = "https://iamcredentials.googleapis.com/"
     pubsub_topic: str | None = None
     push_audience: str | None = None
     push_service_account: str | None = None
@@ -206,7 +260,8 @@ class GmailSettings(_Model):
     # Label that marks a message as handled, so a lost ledger never causes a second forward.
     processed_label: str = "mailtriage/processed"
     request_timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0
-    # Per-mailbox budget; Google allows 250 units/s per user (moving window).
+    # Per-mailbox budget: Google allows 15,000 units per user per minute (moving window);
+    # 250 units/s is that minute's budget spread evenly.
     quota_units_per_s: Annotated[float, Field(ge=10, le=250)] = 250
     max_retries: Annotated[int, Field(ge=0, le=20)] = 8
     retry_base_delay_s: Annotated[float, Field(ge=0, le=60)] = 1.0
@@ -218,6 +273,66 @@ class GmailSettings(_Model):
     resync_days: Annotated[float, Field(gt=0, le=60)] = 7
     # users.watch is renewed when older than this (Google: at least every 7 days, ideally daily).
     watch_renew_s: Annotated[float, Field(ge=60, le=6 * 86_400)] = 86_400
+
+    @field_validator("service_account_email")
+    @classmethod
+    def _service_account(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        v = _check_email(v)
+        if not v.endswith(".gserviceaccount.com"):
+            raise ValueError(
+                f"{v!r} is not a service account (name@project.iam.gserviceaccount.com)"
+            )
+        return v
+
+    @field_validator("push_service_account")
+    @classmethod
+    def _push_account(cls, v: str | None) -> str | None:
+        return None if v is None else _check_email(v)
+
+    @field_validator("pubsub_topic")
+    @classmethod
+    def _topic(cls, v: str | None) -> str | None:
+        if v is not None and not _TOPIC.match(v):
+            raise ValueError(f"{v!r} is not projects/<project>/topics/<topic>")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GmailSettings:
+        if self.auth == "iam_signjwt":
+            key = "service_account_file" if self.service_account_file else "service_account_env"
+            if self.service_account_file or self.service_account_env:
+                raise ValueError(
+                    f'{key}: not used with auth = "iam_signjwt" (the JWT is signed by IAM, '
+                    'not by a key): remove it, or set auth = "key_file"'
+                )
+        elif self.service_account_email:
+            raise ValueError(
+                'service_account_email: only used with auth = "iam_signjwt" '
+                "(a key file names its own account)"
+            )
+        if self.service_account_file and self.service_account_env:
+            raise ValueError(
+                "service_account_env: give service_account_file or service_account_env, not both"
+            )
+        if self.pubsub_topic and not (self.push_audience and self.push_service_account):
+            raise ValueError(
+                "push_audience: with pubsub_topic, set push_audience and push_service_account "
+                "(the push subscription's --push-auth-token-audience and "
+                "--push-auth-service-account) so that pushes can be verified"
+            )
+        return self
+
+    def missing(self) -> list[str]:
+        """What domain-wide delegation still lacks (empty when complete or anonymous)."""
+        if self.anonymous:
+            return []
+        if self.auth == "iam_signjwt":
+            return [] if self.service_account_email else ["service_account_email"]
+        if self.service_account_file or self.service_account_env:
+            return []
+        return ['service_account_file or service_account_env (or auth = "iam_signjwt")']
 
 
 class MailboxSettings(_Model):
@@ -249,6 +364,20 @@ class ForwardSettings(_Model):
     # The model's reason is text about untrusted mail; off by default.
     include_reason: bool = False
 
+    @field_validator("note")
+    @classmethod
+    def _placeholders(cls, v: str) -> str:
+        try:
+            v.format(category="RH", confidence=0.5, classifier="llm")
+        except KeyError as exc:
+            raise ValueError(
+                f"unknown placeholder {{{exc.args[0]}}}: use {{category}}, {{confidence}} or "
+                "{classifier} (double braces for a literal brace)"
+            ) from None
+        except (ValueError, IndexError) as exc:
+            raise ValueError(f"{v!r} is not a valid template: {exc}") from None
+        return v
+
 
 class RuntimeSettings(_Model):
     sync_interval_s: float = Field(60, ge=1, le=86_400)
@@ -257,6 +386,14 @@ class RuntimeSettings(_Model):
     public_url: str | None = None  # https URL of the webhook behind the reverse proxy
     max_attempts: int = Field(5, ge=1, le=50)
     client_state_env: str | None = None
+
+    @field_validator("public_url")
+    @classmethod
+    def _https(cls, v: str | None) -> str | None:
+        # Graph and Pub/Sub only call https endpoints; plain http is for loopback tests.
+        if v is not None and not v.startswith(("https://", "http://127.0.0.1", "http://localhost")):
+            raise ValueError(f"{v!r} must be the https:// URL of the reverse proxy")
+        return v
 
 
 class Settings(_Model):
@@ -298,6 +435,19 @@ class Settings(_Model):
             unknown = [k for k in mb.categories if k not in keys]
             if unknown:
                 raise ValueError(f"mailbox[{i}].categories: unknown keys {unknown}")
+            unknown = sorted({k for k in mb.folder_map.values() if k not in keys})
+            if unknown:
+                raise ValueError(f"mailbox[{i}].folder_map: unknown category keys {unknown}")
+        if self.classifier in ("llm", "cascade") and not self.llm.configured:
+            raise ValueError(f"classifier: {self.classifier!r} needs [llm] model to be set")
+        for provider, section in (("graph", self.graph), ("gmail", self.gmail)):
+            users = [m.address for m in self.mailboxes if m.provider == provider]
+            missing = section.missing() if users else []
+            if missing:
+                raise ValueError(
+                    f"{provider}: the {provider} mailbox {users[0]} needs [{provider}] "
+                    f"{', '.join(missing)}"
+                )
         return self
 
     # -- derived views -----------------------------------------------------------------
@@ -360,6 +510,11 @@ def format_validation_error(source: str, exc: ValidationError) -> str:
     for err in exc.errors():
         loc = _loc(tuple(err["loc"]))
         msg = err["msg"].removeprefix("Value error, ")
+        prefix = _FIELD_PREFIX.match(msg)
+        if prefix and err["type"] == "value_error":  # the validator named a deeper field
+            field = prefix.group(1)
+            loc = field if loc == "(top level)" else f"{loc}.{field}"
+            msg = msg[prefix.end() :]
         if err["type"] == "extra_forbidden":
             field = str(err["loc"][-1])
             msg = "unknown field"

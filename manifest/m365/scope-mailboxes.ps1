@@ -63,7 +63,9 @@ foreach ($role in $roles) {
 }
 
 # 4. Check: every mailbox must show InScope = True for the three roles.
-#    Changes can take from a few minutes up to about an hour to apply (cache).
+#    Test-ServicePrincipalAuthorization bypasses Exchange's permission cache; Graph itself
+#    applies a change after 30 minutes to 2 hours (learn.microsoft.com/exchange/
+#    permissions-exo/application-rbac, Limitations).
 $failed = $false
 foreach ($mb in $Mailboxes) {
     $result = Test-ServicePrincipalAuthorization -Identity $sp.Identity -Resource $mb.Trim()

@@ -6,12 +6,12 @@ calls to assemble the service; the rest is exported for tests, doctor and benchm
 
 from __future__ import annotations
 
-from mailtriage.connectors.gmail.client import (
-    ClientStats,
-    GmailClient,
-    RetryPolicy,
+from mailtriage.connectors.gmail.auth import (
+    Delegation,
+    delegation_from_settings,
     service_account_info,
 )
+from mailtriage.connectors.gmail.client import ClientStats, GmailClient, RetryPolicy
 from mailtriage.connectors.gmail.mailbox import GmailMailbox
 from mailtriage.connectors.gmail.push import GmailPush, GmailWatch, PushVerifier, webhook_routes
 from mailtriage.connectors.gmail.quota import COSTS, QuotaLimiter
@@ -19,13 +19,15 @@ from mailtriage.core.config import Settings
 from mailtriage.core.ports import StateStore
 
 
-def build_gmail_mailboxes(settings: Settings, store: StateStore) -> list[GmailMailbox]:
-    """One GmailMailbox per `provider = "gmail"` mailbox; the key file is read once."""
+def build_gmail_mailboxes(
+    settings: Settings, store: StateStore, *, delegation: Delegation | None = None
+) -> list[GmailMailbox]:
+    """One GmailMailbox per `provider = "gmail"` mailbox; the credentials are read once."""
     wanted = [m for m in settings.mailboxes if m.provider == "gmail"]
     if not wanted:
         return []
-    info = None if settings.gmail.anonymous else service_account_info(settings.gmail)
-    return [GmailMailbox.from_settings(settings, m, store, info=info) for m in wanted]
+    delegation = delegation or delegation_from_settings(settings.gmail)
+    return [GmailMailbox.from_settings(settings, m, store, delegation=delegation) for m in wanted]
 
 
 def build_gmail_push(settings: Settings, mailboxes: list[GmailMailbox]) -> GmailPush | None:
@@ -38,6 +40,7 @@ def build_gmail_push(settings: Settings, mailboxes: list[GmailMailbox]) -> Gmail
 __all__ = [
     "COSTS",
     "ClientStats",
+    "Delegation",
     "GmailClient",
     "GmailMailbox",
     "GmailPush",
@@ -47,6 +50,7 @@ __all__ = [
     "RetryPolicy",
     "build_gmail_mailboxes",
     "build_gmail_push",
+    "delegation_from_settings",
     "service_account_info",
     "webhook_routes",
 ]

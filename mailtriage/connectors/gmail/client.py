@@ -11,27 +11,27 @@ zeroed in tests.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import random
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
-import google_auth_httplib2
-import httplib2
-from google.oauth2 import service_account
 from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
 from googleapiclient.http import BatchHttpRequest, HttpRequest
 
-from mailtriage.connectors.gmail.errors import GMAIL_MODIFY, is_retryable, translate
+from mailtriage.connectors.gmail.auth import (
+    Delegation,
+    authorized_http,
+    delegation_from_settings,
+    service_account_info,
+)
+from mailtriage.connectors.gmail.errors import is_retryable, translate
 from mailtriage.connectors.gmail.quota import COSTS, QuotaLimiter
 from mailtriage.core.config import GmailSettings
-from mailtriage.core.errors import AuthError, ConfigError, ThrottledError
+from mailtriage.core.errors import ThrottledError
 from mailtriage.core.metrics import THROTTLED
 
 T = TypeVar("T")
@@ -65,54 +65,6 @@ class ClientStats:
     def count(self, api: str, n: int = 1) -> None:
         self.calls[api] = self.calls.get(api, 0) + n
         self.units += COSTS.get(api, 5) * n
-
-
-def service_account_info(gmail: GmailSettings) -> dict[str, Any]:
-    """The JSON key from `service_account_file`, or `service_account_env` (JSON or a path)."""
-    text: str | None = None
-    if gmail.service_account_env:
-        value = os.environ.get(gmail.service_account_env)
-        if value is None:
-            raise ConfigError(
-                f"gmail.service_account_env: environment variable {gmail.service_account_env} "
-                "is not set"
-            )
-        text = value if value.lstrip().startswith("{") else _read(Path(value))
-    elif gmail.service_account_file:
-        text = _read(Path(gmail.service_account_file).expanduser())
-    if text is None:
-        raise ConfigError("gmail: set service_account_file or service_account_env")
-    try:
-        info = json.loads(text)
-    except ValueError:
-        raise ConfigError("gmail: the service account key is not valid JSON") from None
-    if not isinstance(info, dict) or info.get("type") != "service_account":
-        raise ConfigError("gmail: the key is not a service_account JSON key")
-    if gmail.token_uri:
-        info["token_uri"] = gmail.token_uri
-    return info
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"gmail: cannot read the key {path}: {exc.strerror}") from None
-
-
-def authorized_http(gmail: GmailSettings, subject: str, info: dict[str, Any] | None) -> Any:
-    """httplib2 transport carrying DWD credentials for `subject` (or none when anonymous)."""
-    http = httplib2.Http(timeout=gmail.request_timeout_s)
-    if gmail.anonymous:
-        return http
-    assert info is not None
-    try:
-        creds = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
-            info, scopes=[GMAIL_MODIFY], subject=subject
-        )
-    except (ValueError, KeyError) as exc:
-        raise AuthError(f"gmail: unusable service account key: {exc}") from None
-    return google_auth_httplib2.AuthorizedHttp(creds, http=http)
 
 
 class GmailClient:
@@ -151,18 +103,18 @@ class GmailClient:
 
     @classmethod
     def from_settings(
-        cls, gmail: GmailSettings, address: str, info: dict[str, Any] | None = None
+        cls, gmail: GmailSettings, address: str, delegation: Delegation | None = None
     ) -> GmailClient:
-        if info is None and not gmail.anonymous:
-            info = service_account_info(gmail)
+        if delegation is None:
+            delegation = delegation_from_settings(gmail)
         return cls(
             address,
-            authorized_http(gmail, address, info),
+            authorized_http(gmail, address, delegation),
             api_endpoint=gmail.api_endpoint,
             limiter=QuotaLimiter(gmail.quota_units_per_s),
             retry=RetryPolicy(gmail.max_retries, gmail.retry_base_delay_s, gmail.retry_max_delay_s),
             batch_size=gmail.batch_size,
-            client_id=(info or {}).get("client_id"),
+            client_id=delegation.client_id if delegation else None,
         )
 
     def close(self) -> None:

@@ -22,6 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from mailtriage.connectors.gmail.auth import Delegation
 from mailtriage.connectors.gmail.client import GmailClient
 from mailtriage.connectors.gmail.labels import LabelCache
 from mailtriage.connectors.gmail.mime import build_forward, parse_raw
@@ -85,10 +86,10 @@ class GmailMailbox:
         store: StateStore,
         *,
         client: GmailClient | None = None,
-        info: dict[str, Any] | None = None,
+        delegation: Delegation | None = None,
     ) -> GmailMailbox:
-        """Build from configuration; `client`/`info` let tests inject a transport or key."""
-        client = client or GmailClient.from_settings(settings.gmail, mailbox.address, info)
+        """Build from configuration; `client`/`delegation` let tests inject them."""
+        client = client or GmailClient.from_settings(settings.gmail, mailbox.address, delegation)
         return cls(
             mailbox.address,
             client,

@@ -1,4 +1,10 @@
-"""Per-mailbox quota limiter: Gmail allows 250 units per user per second (moving window).
+"""Per-mailbox quota limiter over a moving window.
+
+Google documents 15,000 quota units per user per minute, enforced as a moving window, and
+1,200,000 per project per minute (developers.google.com/workspace/gmail/api/reference/quota;
+older versions of that page said 250 units per user per second). This limiter spends at
+most `units_per_s` (250 by default, the minute's budget spread evenly) over a one-second
+window, which keeps every minute under 15,000.
 
 A moving-window limiter rather than a refilling bucket: a bucket of capacity C refilled at
 r units/s lets C + r units through in one second, so to stay under 250 it would have to run

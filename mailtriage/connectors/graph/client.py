@@ -16,6 +16,7 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -184,13 +185,24 @@ def build_credential(settings: GraphSettings) -> Any:
         password = read_secret(
             settings.certificate_password_env, None, what="graph.certificate_password_env"
         )
-        return CertificateCredential(
-            settings.tenant_id,
-            settings.client_id,
-            settings.certificate_file,
-            password=password.get_secret_value() if password else None,
-            **kwargs,
-        )
+        path = Path(settings.certificate_file).expanduser()
+        try:
+            return CertificateCredential(
+                settings.tenant_id,
+                settings.client_id,
+                str(path),
+                password=password.get_secret_value() if password else None,
+                **kwargs,
+            )
+        except OSError as exc:
+            raise ConfigError(
+                f"graph.certificate_file: cannot read {path}: {exc.strerror}"
+            ) from None
+        except ValueError:  # azure-identity's text may quote the file: not repeated
+            raise ConfigError(
+                f"graph.certificate_file: {path} is not a PEM or PKCS12 certificate with its "
+                "private key (or graph.certificate_password_env is wrong)"
+            ) from None
     raise ConfigError(
         "graph: give client_secret_env, client_secret_file or certificate_file "
         "(app-only credentials of the Entra app)"

@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from mailtriage.sandbox.gmail.iam import IamPolicy, refresh_grant, sign_jwt_endpoint
 from mailtriage.sandbox.gmail.keys import PushSigner, ServiceAccountKey
 from mailtriage.sandbox.gmail.state import (
     UNAUTHORIZED_CLIENT,
@@ -30,6 +31,7 @@ from mailtriage.sandbox.gmail.state import (
 )
 
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+REFRESH_TOKEN = "refresh_token"
 GOOGLE_TOKEN_AUD = "https://oauth2.googleapis.com/token"
 
 Result = tuple[int, dict[str, Any] | None]
@@ -237,9 +239,11 @@ def build_app(
     service_account: ServiceAccountKey,
     signer: PushSigner,
     token_url: Callable[[], str],
+    iam: IamPolicy | None = None,
 ) -> Starlette:
-    """The Starlette app serving Gmail, the batch endpoint, the token grant and certs."""
+    """The Starlette app serving Gmail, the batch endpoint, token grants, signJwt and certs."""
     api = GmailApi(state)
+    iam = iam or IamPolicy()
 
     async def gmail(request: Request) -> Response:
         target = request.url.path + ("?" + request.url.query if request.url.query else "")
@@ -278,6 +282,8 @@ def build_app(
 
     async def token(request: Request) -> Response:
         form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
+        if form.get("grant_type") == REFRESH_TOKEN:
+            return refresh_grant(state, iam, form)
         if form.get("grant_type") != JWT_BEARER:
             return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
         try:
@@ -319,6 +325,11 @@ def build_app(
         routes=[
             Route("/batch/gmail/v1", batch, methods=["POST"]),
             Route("/token", token, methods=["POST"]),
+            Route(
+                "/v1/projects/{project}/serviceAccounts/{rest}",
+                sign_jwt_endpoint(state, service_account, iam),
+                methods=["POST"],
+            ),
             Route("/oauth2/v1/certs", certs, methods=["GET"]),
             Route("/healthz", health, methods=["GET"]),
             Route("/gmail/v1/{rest:path}", gmail, methods=methods),

@@ -8,12 +8,14 @@ import json
 import queue
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from mailtriage.sandbox.gmail.app import build_app
+from mailtriage.sandbox.gmail.iam import CLOUD_PLATFORM, IamPolicy
 from mailtriage.sandbox.gmail.keys import PushSigner, ServiceAccountKey
 from mailtriage.sandbox.gmail.state import GmailState, StoredMessage
 from mailtriage.sandbox.server import Running, ThreadedServer, loopback_socket
@@ -166,7 +168,10 @@ class GmailEmulator(Running):
         self._socket = loopback_socket()
         self.port = int(self._socket.getsockname()[1])
         self.url = f"http://127.0.0.1:{self.port}/"
-        app = build_app(self.state, self.service_account, self.signer, lambda: self.token_uri)
+        self.iam = IamPolicy()
+        app = build_app(
+            self.state, self.service_account, self.signer, lambda: self.token_uri, self.iam
+        )
         self._server = ThreadedServer(app, port=self.port, name="gmail-emulator")
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -191,9 +196,37 @@ class GmailEmulator(Running):
     def certs_url(self) -> str:
         return self.url + "oauth2/v1/certs"
 
+    @property
+    def iam_endpoint(self) -> str:
+        """Where `iamcredentials.googleapis.com` is served (signJwt)."""
+        return self.url
+
     def service_account_json(self) -> str:
         """The test service account's JSON key (TEST KEY, generated at start)."""
         return self.service_account.json(self.token_uri)
+
+    # -- key-less delegation (IAM signJwt) -----------------------------------------------
+
+    def grant_token_creator(self, principal: str) -> None:
+        """`principal` gets roles/iam.serviceAccountTokenCreator on the service account."""
+        self.iam.grant_token_creator(principal)
+
+    def source_token(self, principal: str, scopes: frozenset[str] | None = None) -> str:
+        """An access token for `principal` itself (a VM's or Cloud Run's identity)."""
+        return self.state.issue_token(principal, scopes or frozenset({CLOUD_PLATFORM}))
+
+    def adc_info(self, principal: str) -> dict[str, str]:
+        """An `authorized_user` ADC file for `principal`, refreshed at this emulator (TEST)."""
+        refresh = f"1//emu-{uuid.uuid4().hex}"
+        with self.iam.lock:
+            self.iam.refresh_tokens[refresh] = principal.lower()
+        return {
+            "type": "authorized_user",
+            "client_id": "sandbox-adc.apps.googleusercontent.com",
+            "client_secret": "sandbox-adc-secret",
+            "refresh_token": refresh,
+            "token_uri": self.token_uri,
+        }
 
     # -- seeding and inspection -----------------------------------------------------------
 

@@ -40,7 +40,11 @@ from mailtriage.sandbox.graph.state import (
     text_to_html,
 )
 
-MAX_SUBSCRIPTION_MINUTES = 4230
+# Maximum lifetime of an Outlook message subscription with basic notifications: 10,080
+# minutes, under 7 days (learn.microsoft.com/graph/api/resources/subscription, "Subscription
+# lifetime"). Longer requests are refused, as that page warns they will be. Notifications
+# with resource data (1,440 minutes there) are not emulated: `includeResourceData` is refused.
+MAX_SUBSCRIPTION_MINUTES = 10_080
 DEFAULT_DELTA_PAGE = 10
 _FN_SEGMENT = re.compile(r"^(\w+)\('(.*)'\)$")
 
@@ -1013,6 +1017,10 @@ class GraphApp:
                     "ExtensionError",
                     "Operation: Create; Exception: [Status Code: Forbidden; "
                     "Reason: Access is denied.]",
+                )
+            if _ci(body, "includeResourceData"):
+                raise GraphError(
+                    400, "InvalidRequest", "includeResourceData is not emulated (basic only)."
                 )
             exp = self._expiration(_ci(body, "expirationDateTime"))
         for target in [url] + ([lifecycle] if lifecycle else []):

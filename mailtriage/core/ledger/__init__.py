@@ -1,0 +1,39 @@
+"""The ledger: mailtriage's state database (SQLAlchemy 2; SQLite by default, PostgreSQL by URL).
+
+One module per concern, each a mixin over `LedgerBase` (engine and transactions):
+
+- `schema`: tables, states and migrations;
+- `records`: read-only `Record` snapshots and action JSON;
+- `messages`: claims, decisions, per-action state, failures, retries;
+- `state`: sync cursors and the connectors' key/value `StateStore`;
+- `leases`: which process works on which mailbox;
+- `learning`: examples and corrections.
+
+Message bodies are stored only when `store_text = true`.
+"""
+
+from __future__ import annotations
+
+from mailtriage.core.ledger.learning import Learning
+from mailtriage.core.ledger.leases import Leases
+from mailtriage.core.ledger.messages import Messages
+from mailtriage.core.ledger.records import Record, action_from_row, action_to_json
+from mailtriage.core.ledger.schema import SCHEMA_VERSION, ActionState, Status, migrate, utcnow
+from mailtriage.core.ledger.state import State
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "ActionState",
+    "Ledger",
+    "Record",
+    "Status",
+    "action_from_row",
+    "action_to_json",
+    "migrate",
+    "utcnow",
+]
+
+
+class Ledger(Messages, State, Leases, Learning):
+    """Synchronous ledger API (one short transaction per method), plus the async
+    `StateStore` methods connectors use."""
