@@ -64,13 +64,19 @@ def test_init_command_writes_a_file_check_config_accepts(tmp_path: Path) -> None
     out = tmp_path / "mailtriage.toml"
     args = ["init", "-o", str(out), "--departments", "rh,clients,devis", "--provider", "graph",
             "--mailbox", "contact@example.fr", "--forward", "clients=sav@example.fr",
-            "--no-learn"]  # fmt: skip
+            "--tenant-id", "00000000-0000-0000-0000-000000000000",
+            "--client-id", "11111111-1111-1111-1111-111111111111", "--no-learn"]  # fmt: skip
     result = CliRunner().invoke(app, args, env={"COLUMNS": "300"})
     assert result.exit_code == 0, result.output
     assert "3 departments and review" in result.output
-    check = CliRunner().invoke(app, ["check-config", "-c", str(out)])
+    check = CliRunner().invoke(
+        app, ["check-config", "-c", str(out)], env={"MAILTRIAGE_GRAPH_SECRET": "s3cret"}
+    )
     assert check.exit_code == 0, check.output
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 2 and "--force" in again.output  # never overwrites silently
     bad = CliRunner().invoke(app, [*args[:4], "rh,nope", *args[5:], "--force"])
     assert bad.exit_code == 2 and "nope" in bad.output
+    no_tenant = [a for a in args if not a.startswith(("--tenant", "0000"))]
+    missing = CliRunner().invoke(app, [*no_tenant, "--force"])
+    assert missing.exit_code == 2 and "--tenant-id" in missing.output

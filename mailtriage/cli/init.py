@@ -54,6 +54,9 @@ def render_config(
     llm_model: str = "",
     llm_url: str = "http://localhost:11434/v1",
     state_url: str = "sqlite:///mailtriage.sqlite",
+    tenant_id: str = "",
+    client_id: str = "",
+    service_account_file: str = "/etc/mailtriage/service-account.json",
 ) -> str:
     """The TOML text of a configuration routing `mailbox` into `departments`."""
     forward = forward or {}
@@ -89,15 +92,15 @@ def render_config(
     if provider == "graph":
         out += [
             "[graph]",
-            'tenant_id = ""   # your Entra ID tenant',
-            'client_id = ""   # the app registration (manifest/m365/INSTALL.md)',
-            'client_secret_env = "MAILTRIAGE_GRAPH_SECRET"',
+            f"tenant_id = {_string(tenant_id)}   # your Entra ID tenant",
+            f"client_id = {_string(client_id)}   # the app registration (manifest/m365/INSTALL.md)",
+            'client_secret_env = "MAILTRIAGE_GRAPH_SECRET"   # or certificate_file',
             "",
         ]
     else:
         out += [
             "[gmail]",
-            'service_account_file = "/etc/mailtriage/service-account.json"',
+            f"service_account_file = {_string(service_account_file)}",
             "",
         ]
     for dept in departments:
@@ -173,6 +176,13 @@ def init(
     llm_url: Annotated[str, typer.Option(help="OpenAI-compatible endpoint.")] = (
         "http://localhost:11434/v1"
     ),
+    tenant_id: Annotated[str | None, typer.Option(help="Graph: the Entra ID tenant.")] = None,
+    client_id: Annotated[
+        str | None, typer.Option(help="Graph: the app registration's client id.")
+    ] = None,
+    service_account_file: Annotated[
+        str, typer.Option(help="Gmail: the service account's JSON key file.")
+    ] = "/etc/mailtriage/service-account.json",
     force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
     learn: Annotated[
         bool | None,
@@ -203,6 +213,16 @@ def init(
                 "the shared mailbox's address is needed", param_hint="--mailbox"
             )
         mailbox = typer.prompt("shared mailbox address (e.g. contact@example.fr)")
+    if provider == "graph":
+        if tenant_id is None:
+            tenant_id = typer.prompt("Entra ID tenant id") if interactive else ""
+        if client_id is None:
+            client_id = typer.prompt("app registration client id") if interactive else ""
+        if not tenant_id or not client_id:
+            raise typer.BadParameter(
+                "a Graph mailbox needs --tenant-id and --client-id (manifest/m365/INSTALL.md)",
+                param_hint="--tenant-id",
+            )
     if lang not in ("fr", "en"):
         raise typer.BadParameter("use fr or en", param_hint="--lang")
     if output.exists() and not force:
@@ -219,6 +239,9 @@ def init(
         forward=fwd,
         llm_model=llm_model,
         llm_url=llm_url,
+        tenant_id=tenant_id or "",
+        client_id=client_id or "",
+        service_account_file=service_account_file,
     )
     settings = validate(text, str(output))
     output.write_text(text, encoding="utf-8")
@@ -240,7 +263,7 @@ def init(
         learn_command(mailbox=settings.mailboxes[0].address, config=output)
     else:
         console.print(
-            f"next: fill in the credentials, then `mailtriage check-config -c {output}` and "
+            f"next: set the secret named in the file, `mailtriage doctor -c {output}`, then "
             f"`mailtriage learn -c {output} --mailbox {settings.mailboxes[0].address}`",
             highlight=False,
         )
