@@ -237,3 +237,40 @@ def test_planner_uses_the_category_threshold() -> None:
     assert effective_category(job, message, settings) == "review"
     assert effective_category(invoice, message, settings) == "invoice"
     assert effective_category(Decision("job", 0.95, "", "embedded"), message, settings) == "job"
+
+
+class AnsweringLLM:
+    name = "llm"
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    async def classify(self, message: Message) -> Decision:
+        self.seen.append(message.provider_id)
+        return Decision("invoice", 0.9, "llm", "llm", "test", ConfidenceSource.LOGPROB)
+
+
+async def test_cascade_asks_the_llm_below_the_category_threshold() -> None:
+    """A job decision at 0.7 clears the cascade threshold (0.55) but not the job category's
+    own 0.9: the planner would send it to review, so the LLM decides instead."""
+    from mailtriage.core.cascade import CascadeClassifier
+
+    data = dict(CONFIG)
+    data["embedded"] = {"cascade_threshold": 0.55}
+    settings = parse_settings(data)
+
+    class Fixed:
+        name = "embedded"
+
+        def __init__(self, category: str, confidence: float) -> None:
+            self.decision = Decision(category, confidence, "", "embedded")
+
+        async def classify(self, message: Message) -> Decision:
+            return self.decision
+
+    llm = AnsweringLLM()
+    job = CascadeClassifier(settings, Fixed("job", 0.7), llm)  # type: ignore[arg-type]
+    assert (await job.classify(Message("m", "job"))).classifier == "cascade:llm"
+    invoice = CascadeClassifier(settings, Fixed("invoice", 0.7), llm)  # type: ignore[arg-type]
+    assert (await invoice.classify(Message("m", "inv"))).classifier == "cascade:embedded"
+    assert llm.seen == ["job"]
