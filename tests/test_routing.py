@@ -45,12 +45,17 @@ def test_nll_of_a_coin_is_log_two() -> None:
 
 
 def test_fitted_temperature_matches_the_observed_accuracy() -> None:
-    # Four identical predictions with logit gap 2, right 3 times out of 4: the NLL is
-    # minimal where sigmoid(2 / T) = 0.75, i.e. T = 2 / ln 3.
+    # Four identical predictions with logit gap 2, right 3 times out of 4. Targets smoothed
+    # by 1/(4+2): class 0's mean target is (3 * 5/6 + 1/6) / 4 = 2/3, so the NLL is
+    # minimal where sigmoid(2 / T) = 2/3, i.e. T = 2 / ln 2.
     logits = [[2.0, 0.0]] * 4
     labels = [0, 0, 0, 1]
-    assert fit_temperature(logits, labels) == pytest.approx(2 / math.log(3), rel=1e-4)
+    assert fit_temperature(logits, labels) == pytest.approx(2 / math.log(2), rel=1e-4)
     assert fit_temperature(np.zeros((0, 2)), []) == 1.0
+    # All right (separable): the temperature stays finite, the confidence below 1.
+    t = fit_temperature([[3.0, 0.0]] * 8, [0] * 8)
+    assert 1 / (1 + math.exp(-3 / t)) == pytest.approx(1 - 1 / 10, rel=1e-3)
+    assert nll([[0.0, 0.0]], [0], smoothing=0.5) == pytest.approx(math.log(2))
 
 
 def test_ece_and_reliability_bins_by_hand() -> None:

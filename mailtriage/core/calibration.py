@@ -25,37 +25,50 @@ MIN_TEMPERATURE = 0.001
 MAX_TEMPERATURE = 100.0
 
 
-def nll(logits: npt.ArrayLike, labels: npt.ArrayLike, temperature: float = 1.0) -> float:
-    """Mean negative log-likelihood of `labels` under softmax(logits / temperature)."""
+def nll(
+    logits: npt.ArrayLike,
+    labels: npt.ArrayLike,
+    temperature: float = 1.0,
+    smoothing: float = 0.0,
+) -> float:
+    """Mean negative log-likelihood of `labels` under softmax(logits / temperature);
+    with `smoothing` e, against targets 1 - e on the label and e / (k - 1) elsewhere."""
     z = np.asarray(logits, dtype=np.float64) / temperature
     y = np.asarray(labels, dtype=np.int64)
     z = z - z.max(axis=1, keepdims=True)
-    log_norm = np.log(np.exp(z).sum(axis=1))
-    return float((log_norm - z[np.arange(len(y)), y]).mean())
+    log_probs = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    gold = log_probs[np.arange(len(y)), y]
+    if smoothing <= 0 or z.shape[1] < 2:
+        return float(-gold.mean())
+    others = (log_probs.sum(axis=1) - gold) / (z.shape[1] - 1)
+    return float(-((1 - smoothing) * gold + smoothing * others).mean())
 
 
 def fit_temperature(logits: npt.ArrayLike, labels: npt.ArrayLike) -> float:
     """The temperature minimising the NLL (golden-section search on its logarithm).
 
-    The NLL is convex in 1/temperature, hence unimodal on a log scale. With no data the
-    answer is 1 (no change).
+    The NLL is convex in 1/temperature, hence unimodal on a log scale. Targets are
+    smoothed by 1 / (n + 2) (Laplace's rule of succession): held-out predictions that are
+    all right, as 20 easy examples can be, would otherwise drive the temperature to zero
+    and every confidence to 1.0. With no data the answer is 1 (no change).
     """
     z = np.asarray(logits, dtype=np.float64)
     if z.shape[0] == 0:
         return 1.0
+    eps = 1.0 / (z.shape[0] + 2)
     lo, hi = math.log(MIN_TEMPERATURE), math.log(MAX_TEMPERATURE)
     ratio = (math.sqrt(5) - 1) / 2
     a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
-    fa, fb = nll(z, labels, math.exp(a)), nll(z, labels, math.exp(b))
+    fa, fb = nll(z, labels, math.exp(a), eps), nll(z, labels, math.exp(b), eps)
     for _ in range(80):
         if fa <= fb:
             hi, b, fb = b, a, fa
             a = hi - ratio * (hi - lo)
-            fa = nll(z, labels, math.exp(a))
+            fa = nll(z, labels, math.exp(a), eps)
         else:
             lo, a, fa = a, b, fb
             b = lo + ratio * (hi - lo)
-            fb = nll(z, labels, math.exp(b))
+            fb = nll(z, labels, math.exp(b), eps)
     return math.exp((lo + hi) / 2)
 
 
