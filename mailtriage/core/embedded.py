@@ -376,9 +376,12 @@ class EmbeddedClassifier:
         """Decisions for already-embedded messages (`calibrated=False`: the raw
         confidence, for measuring what calibration changes)."""
         decisions: list[Decision] = []
+        models: dict[str | None, CategoryModel] = {}  # once per mailbox and batch
         for message, vector in zip(messages, vectors, strict=True):
-            model = self.model(message.mailbox)
-            decisions.append(self._decide(model, vector, latency_ms, calibrated))
+            key = message.mailbox.lower() if message.mailbox else None
+            if key not in models:
+                models[key] = self.model(message.mailbox)
+            decisions.append(self._decide(models[key], vector, latency_ms, calibrated))
         return decisions
 
     def embed(self, messages: Sequence[Message]) -> Vectors:
