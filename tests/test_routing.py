@@ -144,7 +144,11 @@ def test_build_model_calibrates_on_learned_examples_and_keeps_held_out_predictio
     assert model.calibrated_on == len(y) and model.calibrated_from == "learned"
     assert len(model.held_out) == len(y)
     assert set(model.log_loss) == {"prototypes", "head"}
-    assert model.log_loss[model.kind] == min(model.log_loss.values())
+    best = max(model.accuracy.values())
+    assert model.accuracy[model.kind] == best
+    assert model.log_loss[model.kind] == min(
+        v for k, v in model.log_loss.items() if model.accuracy[k] == best
+    )
     probs = model.probabilities(x)
     assert probs.shape == (36, 3)
     assert (probs.argmax(axis=1) == y).mean() > 0.9
