@@ -283,3 +283,17 @@ async def test_cascade_asks_the_llm_below_the_category_threshold() -> None:
     invoice = CascadeClassifier(settings, Fixed("invoice", 0.7), llm)  # type: ignore[arg-type]
     assert (await invoice.classify(Message("m", "inv"))).classifier == "cascade:embedded"
     assert llm.seen == ["job"]
+
+
+def test_a_correction_refits_without_recalibrating_until_a_tenth_more_examples() -> None:
+    x, y = _blobs()
+    config = [np.eye(3)[i : i + 1].astype(np.float32) for i in range(3)]
+    first = build_model("abc", "ABC", config, x, y.tolist(), DEFAULT_PROFILE)
+    one_more = build_model("abc", "ABC", config, np.vstack([x, x[:1]]), [*y.tolist(), 0],
+                           DEFAULT_PROFILE, previous=first)  # fmt: skip
+    assert one_more.calibrated_on == 36 and one_more.temperature == first.temperature
+    assert one_more.held_out == first.held_out and len(one_more.learned) == 37
+    assert one_more.kind == first.kind
+    grown = build_model("abc", "ABC", config, np.vstack([x, x[:4]]), [*y.tolist(), 0, 0, 0, 0],
+                        DEFAULT_PROFILE, previous=first)  # fmt: skip
+    assert grown.calibrated_on == 40 and len(grown.held_out) == 40
