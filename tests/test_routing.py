@@ -297,3 +297,15 @@ def test_a_correction_refits_without_recalibrating_until_a_tenth_more_examples()
     grown = build_model("abc", "ABC", config, np.vstack([x, x[:4]]), [*y.tolist(), 0, 0, 0, 0],
                         DEFAULT_PROFILE, previous=first)  # fmt: skip
     assert grown.calibrated_on == 40 and len(grown.held_out) == 40
+
+
+def test_a_category_without_learned_examples_keeps_its_description() -> None:
+    """Learned examples for a and b only: mail like c's description still goes to c."""
+    x, y = _blobs()
+    keep = y < 2
+    config = [np.eye(3)[i : i + 1].astype(np.float32) for i in range(3)]
+    model = build_model("abc", "ABC", config, x[keep], y[keep].tolist(), DEFAULT_PROFILE,
+                        scorers=["head"])  # fmt: skip
+    assert model.kind == "head"
+    probs = model.probabilities(np.eye(3))
+    assert probs.argmax(axis=1).tolist() == [0, 1, 2]
