@@ -29,6 +29,7 @@ from mailtriage.connectors import build_mailboxes
 from mailtriage.core.actions import Forward, Label, MarkRead, Move
 from mailtriage.core.classifiers import build_classifier, build_learner
 from mailtriage.core.config import Settings, parse_settings
+from mailtriage.core.embedded import EmbeddedClassifier
 from mailtriage.core.ledger import Ledger, Record, Status
 from mailtriage.core.llm import llm_reachable
 from mailtriage.core.pipeline import Outcome, Pipeline, SyncReport
@@ -165,7 +166,7 @@ async def run(
         classifier = build_classifier(settings, ledger=ledger, learner=learner)
         hook = learner.on_correction if learner else None
         first = await _pass(settings, ledger, classifier, hook)
-        print_results(console, settings, ledger, expected)
+        print_results(console, settings, ledger, expected, model_detail(classifier))
         second = await _pass(settings, ledger, classifier, hook)
         outcome = DemoOutcome(first, second, expected, time.monotonic() - started)
         print_forwards(console, graph, gmail)
@@ -213,8 +214,20 @@ def native(provider: str, action: Any) -> str:
     return str(action)
 
 
+def model_detail(classifier: Any) -> str:
+    """How the embedded classifier (alone or first in the cascade) decides in the demo."""
+    embedded = getattr(classifier, "embedded", classifier)
+    if isinstance(embedded, EmbeddedClassifier):
+        return embedded.model(GRAPH_BOX).describe()
+    return ""
+
+
 def print_results(
-    console: Console, settings: Settings, ledger: Ledger, expected: dict[str, str]
+    console: Console,
+    settings: Settings,
+    ledger: Ledger,
+    expected: dict[str, str],
+    detail: str = "",
 ) -> None:
     providers = {m.address: m.provider for m in settings.mailboxes}
     short = {
@@ -259,7 +272,8 @@ def print_results(
         )
         for address in short
     }
-    console.print(f"classifier: {classifier_line(settings, rows)}", highlight=False)
+    line = classifier_line(settings, rows) + (f"; {detail}" if detail else "")
+    console.print(f"classifier: {line}", highlight=False)
     for address, score in scores.items():
         if score.total:
             console.print(f"{short[address]}: {score.line()}", highlight=False)
