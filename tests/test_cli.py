@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from mailtriage.cli import app
 from mailtriage.data import EXAMPLE_CONFIG
 from mailtriage.sandbox.graph import GraphEmulator
-from tests.test_service_process import write_toml
+from mailtriage.sandbox.process import write_toml
 
 runner = CliRunner(env={"COLUMNS": "220"})
 
@@ -38,6 +38,19 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert usage.exit_code == 2
 
 
+def with_secrets(tmp_path: Path, **top: object) -> tuple[Path, dict[str, str]]:
+    """The example configuration with every secret it names present."""
+    from mailtriage.sandbox.gmail import ServiceAccountKey
+
+    key = tmp_path / "service-account.json"
+    key.write_text(ServiceAccountKey().json("https://oauth2.googleapis.com/token"))
+    cfg = config_file(tmp_path, **top)
+    text = cfg.read_text(encoding="utf-8").replace("/etc/mailtriage/service-account.json", str(key))
+    cfg.write_text(text, encoding="utf-8")
+    env = {"MAILTRIAGE_GRAPH_SECRET": "s3cret", "MAILTRIAGE_CLIENT_STATE": "state"}
+    return cfg, env
+
+
 def test_check_config_summarises(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from mailtriage.sandbox.gmail import ServiceAccountKey
 
@@ -49,9 +62,52 @@ def test_check_config_summarises(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert unset.exit_code == 2  # as `run` would: the Graph secret's variable is not set
     assert "graph.client_secret_env: environment variable MAILTRIAGE_GRAPH_SECRET" in unset.output
     monkeypatch.setenv("MAILTRIAGE_GRAPH_SECRET", "not-a-real-secret")
+    monkeypatch.setenv("MAILTRIAGE_CLIENT_STATE", "not-a-real-state")
     result = runner.invoke(app, ["check-config", "-c", str(cfg)])
     assert result.exit_code == 0, result.output
     assert "rh@atelier-dupont.fr" in result.output and "classifier: embedded" in result.output
+    assert "not-a-real-secret" not in result.output
+
+
+def test_check_config_reports_missing_secrets_without_connecting(tmp_path: Path) -> None:
+    cfg, _ = with_secrets(tmp_path)
+    missing = runner.invoke(
+        app,
+        ["check-config", "-c", str(cfg)],
+        env={"MAILTRIAGE_GRAPH_SECRET": None, "MAILTRIAGE_CLIENT_STATE": None},
+    )
+    assert missing.exit_code == 2 and "Traceback" not in missing.output
+    lines = missing.output.strip().splitlines()
+    assert lines[0].endswith(
+        "graph.client_secret_env: environment variable MAILTRIAGE_GRAPH_SECRET is not set"
+    )
+    assert lines[1] == (
+        "runtime.client_state_env: environment variable MAILTRIAGE_CLIENT_STATE is not set"
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("not a url", "state.url: 'not a url' is not a database URL"),
+        ("foo://db.internal/x", "state.url: unsupported database 'foo'"),
+        ("mysql://u@h/d", "state.url: unsupported database 'mysql'"),
+        ("sqlite:////nonexistent/dir/state.sqlite", "directory /nonexistent/dir does not exist"),
+        # Well-formed: check-config does not connect, so an unreachable server passes.
+        ("postgresql+psycopg://u:pw@127.0.0.1:1/db", None),
+    ],
+)
+def test_check_config_judges_the_state_url_without_connecting(
+    tmp_path: Path, url: str, expected: str | None
+) -> None:
+    cfg, env = with_secrets(tmp_path, state={"url": url})
+    result = runner.invoke(app, ["check-config", "-c", str(cfg)], env=env)
+    if expected is None:
+        assert result.exit_code == 0, result.output
+        assert ":pw@" not in result.output  # the password is never printed
+    else:
+        assert result.exit_code == 2 and expected in result.output
+        assert len(result.output.strip().splitlines()) == 1
 
 
 def test_classify_previews_shared_data_and_changes_nothing(
@@ -116,6 +172,23 @@ def test_doctor_against_the_graph_emulator(tmp_path: Path, denied: bool) -> None
     assert "state database" in result.output and "sqlite:///" in result.output
     assert "Microsoft 365 (Graph)" in result.output
     assert result.exit_code == (1 if denied else 0), result.output
+
+
+def test_doctor_reports_an_unreachable_database_and_goes_on(tmp_path: Path) -> None:
+    with GraphEmulator() as emu:
+        emu.add_mailbox("contact@atelier-dupont.fr")
+        cfg = config_file(
+            tmp_path,
+            state={"url": "postgresql+psycopg://mt:secret@127.0.0.1:1/mt"},
+            graph={"base_url": emu.base_url, "anonymous": True},
+            runtime={"sync_interval_s": 60},
+            mailbox=[{"provider": "graph", "address": "contact@atelier-dupont.fr"}],
+        )
+        result = runner.invoke(app, ["doctor", "-c", str(cfg)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "postgresql+psycopg://mt:***@127.0.0.1:1/mt: cannot connect" in result.output
+    assert ":secret@" not in result.output
+    assert "Microsoft 365 (Graph)" in result.output  # the other checks still ran
 
 
 def test_sync_backfills_with_progress_and_summary(tmp_path: Path) -> None:

@@ -16,9 +16,9 @@ from mailtriage import __version__
 from mailtriage.cli import app
 from mailtriage.sandbox.gmail import GmailEmulator
 from mailtriage.sandbox.graph import GraphEmulator
+from mailtriage.sandbox.process import write_toml
 from mailtriage.sandbox.server import loopback_socket
 from tests.gmail_fixtures import SHARED
-from tests.test_service_process import write_toml
 
 ROOT = Path(__file__).resolve().parents[1]
 BROKEN = sorted((ROOT / "tests" / "configs" / "broken").glob("*.toml"))

@@ -128,8 +128,9 @@ async def test_forward_plan_labels_moves_forwards_and_marks(gm: GmailEmulator) -
     [attached] = list(fwd.iter_attachments())  # type: ignore[attr-defined]
     assert attached.get_content_type() == "message/rfc822"
     assert attached.get_payload()[0]["Message-ID"] == message.internet_message_id
-    # get (batched) once; one modify for label+move, one for the marker; one send.
-    assert gm.calls("messages.get", SHARED) == 1
+    # get (batched) twice, size first then raw; one modify for label+move, one for the
+    # marker; one send.
+    assert gm.calls("messages.get", SHARED) == 2
     assert gm.calls("messages.modify", SHARED) == 2
     assert gm.calls("messages.send", SHARED) == 1
 

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
+import jwt
 import pytest
 import uvicorn
 from starlette.applications import Starlette
@@ -171,3 +172,74 @@ async def test_push_from_the_emulator_triggers_a_history_sync(gm: GmailEmulator)
     finally:
         server.should_exit = True
         thread.join(5)
+
+
+def test_unknown_key_ids_refresh_the_certs_at_most_once_a_minute(gm: GmailEmulator) -> None:
+    """500 forged tokens with made-up key ids cost one certificate download, not 500."""
+    from mailtriage.connectors.gmail.push import PushVerifier
+
+    triggered: list[str] = []
+
+    async def trigger(address: str) -> None:
+        triggered.append(address)
+
+    verifier = PushVerifier(AUDIENCE, gm.signer.service_account, gm.certs_url)
+    routes = webhook_routes(
+        gmail_settings(gm).gmail, trigger, addresses=[SHARED], verifier=verifier
+    )
+    with TestClient(Starlette(routes=routes)) as client:
+        valid = {"Authorization": f"Bearer {gm.signer.sign(gm.signer.claims(AUDIENCE))}"}
+        assert client.post("/hooks/gmail", json=push_body(), headers=valid).status_code == 204
+        assert verifier.fetches == 1
+        for n in range(500):
+            token = jwt.encode(
+                gm.signer.claims(AUDIENCE), new_key, algorithm="RS256", headers={"kid": f"k{n}"}
+            )
+            headers = {"Authorization": f"Bearer {token}"}
+            resp = client.post("/hooks/gmail", json=push_body(), headers=headers)
+            assert resp.status_code == 403 and resp.text == "invalid token"
+        assert verifier.fetches == 1  # fetched less than a minute ago: no refresh
+        verifier._fetched_at -= 61  # a minute later, Google may have rotated its keys
+        for _ in range(3):
+            client.post("/hooks/gmail", json=push_body(), headers=headers)
+        assert verifier.fetches == 2  # one refresh, then a minute of waiting again
+    assert triggered == [SHARED]
+
+
+new_key = new_rsa_key()
+
+
+def test_replayed_pubsub_message_triggers_one_sync(
+    gm: GmailEmulator, hook: tuple[TestClient, list[str]]
+) -> None:
+    client, triggered = hook
+    headers = {"Authorization": f"Bearer {gm.signer.sign(gm.signer.claims(AUDIENCE))}"}
+    for _ in range(5):
+        assert client.post("/hooks/gmail", json=push_body(), headers=headers).status_code == 204
+    other = push_body()
+    other["message"]["messageId"] = "2070443601311541"  # type: ignore[index]
+    assert client.post("/hooks/gmail", json=other, headers=headers).status_code == 204
+    assert triggered == [SHARED, SHARED]  # one per distinct Pub/Sub message id
+
+
+def test_seen_messages_forget_after_the_window_and_stay_bounded() -> None:
+    from mailtriage.connectors.gmail.push import SeenMessages
+
+    seen = SeenMessages(window_s=10, limit=3)
+    assert seen.first_time("a", now=0) and not seen.first_time("a", now=5)
+    assert seen.first_time("a", now=20)  # past the retention window
+    for n in range(10):
+        seen.first_time(str(n), now=21)
+    assert len(seen._seen) <= 3
+
+
+def test_oversized_push_is_refused_before_it_is_read(
+    gm: GmailEmulator, hook: tuple[TestClient, list[str]]
+) -> None:
+    client, triggered = hook
+    headers = {"Authorization": f"Bearer {gm.signer.sign(gm.signer.claims(AUDIENCE))}"}
+    big = client.post("/hooks/gmail", content=b" " * (1024 * 1024 + 1), headers=headers)
+    deep = client.post("/hooks/gmail", content=b"[" * 100_000 + b"]" * 100_000, headers=headers)
+    assert big.status_code == 413 and deep.status_code == 204  # malformed: acknowledged
+    assert client.post("/hooks/gmail", json=push_body()).status_code == 401  # as before
+    assert triggered == []

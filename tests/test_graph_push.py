@@ -7,6 +7,7 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -178,3 +179,88 @@ async def test_access_denied_mailbox_does_not_block_the_others(
         f"users/{SHARED}/mailFolders('inbox')/messages"
     ]
     assert RH in hook.push.errors and "RBAC" in hook.push.errors[RH]
+
+
+async def test_changed_public_url_moves_the_subscription(emu: GraphEmulator, hook: Hook) -> None:
+    """Restarted behind another URL: the subscription follows, the old one is deleted."""
+    await hook.push.install()
+    old_ids = {s["id"] for s in emu.subscriptions()}
+    moved_to: list[str] = []
+
+    async def trigger(address: str) -> None:
+        moved_to.append(address)
+
+    app = Starlette(routes=[])
+    async with LoopServer(app) as srv:
+        settings = make_settings(emu, SHARED, RH)
+        push = GraphPush(settings, build_client(settings.graph), hook.store, public_url=srv.url)
+        app.router.routes.extend(push.routes(trigger))
+        await push.install()
+        subs = emu.subscriptions()
+        assert len(subs) == 2 and not old_ids & {s["id"] for s in subs}
+        assert {s["notificationUrl"] for s in subs} == {srv.url + "/hooks/graph"}
+        stored = json.loads((await hook.store.get(SHARED, SUB_KEY)) or "{}")
+        assert stored["url"] == srv.url + "/hooks/graph"
+        emu.deliver(SHARED, subject="Devis", body="Bonjour", sender="a@example.org")
+        await asyncio.to_thread(emu.wait_notifications)
+        for _ in range(100):
+            if moved_to:
+                break
+            await asyncio.sleep(0.01)
+        assert moved_to == [SHARED] and hook.triggered == []
+        # Same URL again: renewed in place, nothing moved.
+        await push.install()
+        assert {s["id"] for s in emu.subscriptions()} == {s["id"] for s in subs}
+        await push.aclose()
+
+
+async def test_record_without_url_is_checked_against_graph(emu: GraphEmulator, hook: Hook) -> None:
+    """Subscriptions stored before the URL was recorded: Graph says where they point."""
+    await hook.push.install()
+    legacy = {}
+    for address in (SHARED, RH):
+        stored = json.loads((await hook.store.get(address, SUB_KEY)) or "{}")
+        legacy[address] = {k: stored[k] for k in ("id", "expires")}
+    settings = make_settings(emu, SHARED, RH)
+    elsewhere = GraphPush(
+        settings, build_client(settings.graph), hook.store, public_url="http://127.0.0.1:1"
+    )
+    assert await hook.push._aimed_elsewhere(SHARED, legacy[SHARED]) is False
+    assert await elsewhere._aimed_elsewhere(SHARED, legacy[SHARED]) is True
+    await elsewhere.aclose()
+
+
+async def raw_post(url: str, head: str, body: bytes) -> str:
+    """POST by hand and read the answer without sending more than `body`."""
+    parts = urlsplit(url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    writer.write(f"POST {parts.path} HTTP/1.1\r\nHost: x\r\n{head}\r\n".encode() + body)
+    await writer.drain()
+    status = (await asyncio.wait_for(reader.readline(), 10)).decode()
+    writer.close()
+    return status
+
+
+async def test_rejections_are_one_log_line_and_bodies_are_bounded(
+    emu: GraphEmulator, hook: Hook, caplog: pytest.LogCaptureFixture
+) -> None:
+    await hook.push.install()
+    sub_id = json.loads((await hook.store.get(SHARED, SUB_KEY)) or "{}")["id"]
+    wrong = {"subscriptionId": sub_id, "clientState": "guess", "changeType": "created"}
+    async with httpx.AsyncClient(timeout=30) as c:
+        with caplog.at_level("WARNING", logger="mailtriage.connectors.graph.push"):
+            many = await c.post(hook.url + "/hooks/graph", json={"value": [wrong] * 5000})
+        deep = await c.post(hook.url + "/hooks/graph", content=b"[" * 100_000 + b"]" * 100_000)
+    assert many.status_code == 403 and many.text == "rejected"
+    rejected = [r for r in caplog.records if "rejected" in r.getMessage()]
+    assert len(rejected) == 1 and "5000 of 5000" in rejected[0].getMessage()
+    assert deep.status_code == 400 and "nested deeper" in deep.text
+    # Declared too large: answered before a byte of the body is sent.
+    declared = await raw_post(hook.url + "/hooks/graph", "Content-Length: 400000000\r\n", b"")
+    # Chunked: answered once 1 MiB has streamed in, the rest never sent.
+    chunk = b"10000\r\n" + b" " * 0x10000 + b"\r\n"
+    streamed = await raw_post(
+        hook.url + "/hooks/graph", "Transfer-Encoding: chunked\r\n", chunk * 17
+    )
+    assert declared.startswith("HTTP/1.1 413") and streamed.startswith("HTTP/1.1 413")
+    assert hook.triggered == []

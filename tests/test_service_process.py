@@ -7,39 +7,30 @@ schedule, and is stopped with SIGTERM.
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
 import time
-import tomllib
 from collections import Counter
 from collections.abc import Iterator
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from mailtriage.data import EXAMPLE_CONFIG
 from mailtriage.sandbox.gmail import GmailEmulator
 from mailtriage.sandbox.graph import GraphEmulator
+from mailtriage.sandbox.process import (
+    GMAIL_BOX,
+    GRAPH_BOX,
+    TOPIC,
+    ServiceProcess,
+    add_mailboxes,
+    config_data,
+    service_env,
+    wait_for,
+    write_config,
+)
 from mailtriage.sandbox.server import free_port
-
-GRAPH_BOX = "contact@atelier-dupont.fr"
-GMAIL_BOX = "info@atelier-dupont.com"
-DEPARTMENTS = [
-    "rh@atelier-dupont.fr",
-    "sav@atelier-dupont.fr",
-    "commercial@atelier-dupont.fr",
-    "compta@atelier-dupont.fr",
-]
-TOPIC = "projects/sandbox-project/topics/mailtriage"
-KEY_ENV = "MT_PROC_GMAIL_KEY"
-MAILTRIAGE = Path(sys.executable).with_name("mailtriage")
 
 # Clear enough for the embedded model: job applications (→ RH, forwarded, moved).
 APPLICATION = (
@@ -49,121 +40,24 @@ APPLICATION = (
 )
 
 
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{json.dumps(k)} = {_toml(v)}" for k, v in value.items()) + "}"
-    raise TypeError(type(value))
-
-
-def write_toml(path: Path, data: dict[str, Any]) -> None:
-    """Enough TOML for a configuration: scalars, tables and arrays of tables."""
-    lines = [f"{k} = {_toml(v)}" for k, v in data.items() if not isinstance(v, dict | list)]
-    lines += [
-        f"{k} = {_toml(v)}"
-        for k, v in data.items()
-        if isinstance(v, list) and not (v and isinstance(v[0], dict))
-    ]
-    for key, value in data.items():
-        if isinstance(value, dict):
-            lines.append(f"\n[{key}]")
-            lines += [f"{k} = {_toml(v)}" for k, v in value.items()]
-        elif isinstance(value, list) and value and isinstance(value[0], dict):
-            for item in value:
-                lines.append(f"\n[[{key}]]")
-                lines += [f"{k} = {_toml(v)}" for k, v in item.items()]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
 @pytest.fixture
 def emulators() -> Iterator[tuple[GraphEmulator, GmailEmulator]]:
-    with GraphEmulator() as graph, GmailEmulator(users=[GMAIL_BOX]) as gmail:
-        graph.add_mailbox(GRAPH_BOX)
-        for address in DEPARTMENTS:
-            graph.add_mailbox(address)
+    with GraphEmulator() as graph, GmailEmulator() as gmail:
+        add_mailboxes(graph, gmail)
         yield graph, gmail
 
 
 def config_for(
-    tmp_path: Path, graph: GraphEmulator, gmail: GmailEmulator, port: int, name: str = "cfg"
+    tmp_path: Path,
+    graph: GraphEmulator,
+    gmail: GmailEmulator,
+    port: int,
+    name: str = "cfg",
+    **options: object,
 ) -> Path:
-    data = tomllib.loads(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
-    data["classifier"] = "embedded"
-    data["llm"] = {"model": ""}
-    data["state"] = {"url": f"sqlite:///{tmp_path / 'state.sqlite'}"}
-    data["runtime"] = {
-        "sync_interval_s": 2,
-        "host": "127.0.0.1",
-        "port": port,
-        "public_url": f"http://127.0.0.1:{port}",
-        "max_attempts": 5,
-    }
-    data["graph"] = {"base_url": graph.base_url, "anonymous": True}
-    data["gmail"] = {
-        "service_account_env": KEY_ENV,
-        "api_endpoint": gmail.url,
-        "token_uri": gmail.token_uri,
-        "certs_url": gmail.certs_url,
-        "pubsub_topic": TOPIC,
-        "push_audience": f"http://127.0.0.1:{port}/hooks/gmail",
-        "push_service_account": gmail.signer.service_account,
-        "retry_base_delay_s": 0.05,
-    }
-    data["mailbox"] = [
-        {"provider": "graph", "address": GRAPH_BOX},
-        {"provider": "gmail", "address": GMAIL_BOX, "categories": []},
-    ]
-    path = tmp_path / f"{name}.toml"
-    write_toml(path, data)
-    return path
-
-
-class Service:
-    """One `mailtriage run` subprocess."""
-
-    def __init__(self, config: Path, port: int, env: dict[str, str], log: Path) -> None:
-        self.port = port
-        self.log = log
-        self.proc = subprocess.Popen(
-            [str(MAILTRIAGE), "run", "-c", str(config)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=log.open("ab"),
-        )
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def wait_ready(self, timeout: float = 60) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"service exited: {self.log.read_text()[-3000:]}")
-            try:
-                resp = httpx.get(self.url("/readyz"), timeout=2)
-                if resp.status_code == 200:
-                    return dict(resp.json())
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"service not ready: {self.log.read_text()[-3000:]}")
-
-    def stop(self, timeout: float = 60) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=timeout)
-
-
-def env_for(gmail: GmailEmulator) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILTRIAGE_")}
-    env[KEY_ENV] = gmail.service_account_json()
-    return env
+    """The emulators' configuration (`push`, `sync_interval_s` as in `config_data`)."""
+    data = config_data(tmp_path, graph, gmail, port, **options)  # type: ignore[arg-type]
+    return write_config(tmp_path, data, name)
 
 
 def application(n: int, to: str) -> EmailMessage:
@@ -202,18 +96,10 @@ def forwards(graph: GraphEmulator, gmail: GmailEmulator) -> tuple[Counter[str], 
     return graph_fw, gmail_fw
 
 
-def wait_for(predicate: Any, timeout: float = 90, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def gmail_done(gmail: GmailEmulator, count: int) -> bool:
-    labelled = [m for m in gmail.messages(GMAIL_BOX) if "INBOX" not in m.labels]
-    return len(labelled) >= count
+    """Received messages moved out of the inbox (the service's own forwards not counted)."""
+    moved = [m for m in gmail.messages(GMAIL_BOX) if not {"INBOX", "SENT"} & set(m.labels)]
+    return len(moved) >= count
 
 
 def graph_done(graph: GraphEmulator, count: int) -> bool:
@@ -227,10 +113,10 @@ def test_push_schedule_sigterm_restart_and_health(
     port = free_port()
     config = config_for(tmp_path, graph, gmail, port)
     gmail.subscribe_push(TOPIC, f"http://127.0.0.1:{port}/hooks/gmail")
-    env = env_for(gmail)
+    env = service_env(gmail)
     log = tmp_path / "service.log"
 
-    svc = Service(config, port, env, log)
+    svc = ServiceProcess(config, port, env, log)
     ready = svc.wait_ready()
     assert set(ready["mailboxes"]) == {GRAPH_BOX, GMAIL_BOX} and ready["database"] is True
     assert httpx.get(svc.url("/healthz")).text == "ok\n"
@@ -248,7 +134,7 @@ def test_push_schedule_sigterm_restart_and_health(
     assert '"event": "stopped"' in log.read_text()  # graceful: in-flight work finished
 
     # restart: everything delivered is triaged, nothing twice
-    svc = Service(config, port, env, log)
+    svc = ServiceProcess(config, port, env, log)
     svc.wait_ready()
     wait_for(lambda: graph_done(graph, 16) and gmail_done(gmail, 16), what="the whole burst")
     text = httpx.get(svc.url("/metrics")).text
@@ -267,12 +153,12 @@ def test_two_processes_share_one_database(
 ) -> None:
     graph, gmail = emulators
     ports = free_port(), free_port()
-    env = env_for(gmail)
+    env = service_env(gmail)
     configs = [config_for(tmp_path, graph, gmail, p, name=f"cfg{i}") for i, p in enumerate(ports)]
     for p in ports:
         gmail.subscribe_push(TOPIC, f"http://127.0.0.1:{p}/hooks/gmail", name=f"sub-{p}")
     services = [
-        Service(c, p, env, tmp_path / f"s{i}.log")
+        ServiceProcess(c, p, env, tmp_path / f"s{i}.log")
         for i, (c, p) in enumerate(zip(configs, ports, strict=True))
     ]
     for s in services:
@@ -286,3 +172,80 @@ def test_two_processes_share_one_database(
     graph_fw, gmail_fw = forwards(graph, gmail)
     assert sum(graph_fw.values()) == 12 and set(graph_fw.values()) == {1}
     assert sum(gmail_fw.values()) == 12 and set(gmail_fw.values()) == {1}
+
+
+def test_without_push_the_schedule_alone_brings_mail_in(
+    emulators: tuple[GraphEmulator, GmailEmulator], tmp_path: Path
+) -> None:
+    """No public URL, no Pub/Sub topic: mail only lands in the emulators, and the service
+    must fetch it by itself, within two sync intervals, every time."""
+    graph, gmail = emulators
+    port = free_port()
+    interval = 4
+    config = config_for(tmp_path, graph, gmail, port, push=False, sync_interval_s=interval)
+    svc = ServiceProcess(config, port, service_env(gmail), tmp_path / "service.log")
+    svc.wait_ready()
+    assert graph.subscriptions() == [] and gmail.state.users[GMAIL_BOX].watch is None
+    time.sleep(1)
+    for n in range(3):
+        deliver(graph, gmail, n)
+        started = time.monotonic()
+        wait_for(
+            lambda n=n: graph_done(graph, n + 1) and gmail_done(gmail, n + 1),
+            timeout=2 * interval + 2,
+            what=f"message {n} without push",
+        )
+        time.sleep(max(0.0, 1.5 - (time.monotonic() - started)))  # land between syncs
+    assert svc.readyz() == 200
+    assert svc.stop() == 0
+    graph_fw, gmail_fw = forwards(graph, gmail)
+    assert sum(graph_fw.values()) == 3 and sum(gmail_fw.values()) == 3
+
+
+def test_start_up_failures_are_one_line_with_their_exit_code(
+    emulators: tuple[GraphEmulator, GmailEmulator], tmp_path: Path
+) -> None:
+    import socket
+    import subprocess
+
+    from mailtriage.sandbox.process import KEY_ENV, MAILTRIAGE
+
+    graph, gmail = emulators
+
+    def run(config: Path, env: dict[str, str]) -> tuple[int, list[str]]:
+        proc = subprocess.run(
+            [str(MAILTRIAGE), "run", "-c", str(config)],
+            env={**env, "COLUMNS": "300"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        return proc.returncode, proc.stderr.strip().splitlines()
+
+    env = service_env(gmail)
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    cases = [
+        ({}, env, 4, f"runtime.port: cannot listen on 127.0.0.1:{port}"),
+        ({}, {k: v for k, v in env.items() if k != KEY_ENV}, 2, f"variable {KEY_ENV} is not"),
+        ({"state": {"url": "sqlite:////nonexistent/x.sqlite"}}, env, 2, "does not exist"),
+        ({"state": {"url": "postgres ql://x"}}, env, 2, "is not a database URL"),
+        ({"state": {"url": "oracle://db/x"}}, env, 2, "unsupported database 'oracle'"),
+        (
+            {"state": {"url": "postgresql+psycopg://mt:pw@127.0.0.1:1/mt"}},
+            env,
+            3,
+            "state database postgresql+psycopg://mt:***@127.0.0.1:1/mt: cannot connect",
+        ),
+    ]
+    try:
+        for i, (change, case_env, code, text) in enumerate(cases):
+            data = config_data(tmp_path, graph, gmail, port)
+            data.update(change)
+            returned, lines = run(write_config(tmp_path, data, f"c{i}"), case_env)
+            assert (returned, len(lines)) == (code, 1), (text, lines)
+            assert text in lines[0] and "Traceback" not in lines[0]
+    finally:
+        busy.close()

@@ -1,7 +1,8 @@
 """The `mailtriage` command line (typer + rich).
 
-Exit codes: 0 success, 1 a run-time failure (provider, database), 2 usage or configuration
-error. User errors print one line, never a traceback.
+Exit codes (README, "Exit codes"): 0 success, 1 a run-time failure (provider, database), 2
+usage or configuration error, 3 state database unreachable, 4 webhook port unavailable, 130
+interrupted. User errors print one line, never a traceback.
 
 Text that comes from configuration, mail or a provider is never Rich markup: table cells
 go through `plain()` and interpolated messages through `escape()`, so that `[graph]` or a
@@ -74,7 +75,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def user_errors(fn: F) -> F:
-    """Turn mailtriage errors into a one-line message and exit code 2 (config) or 1."""
+    """Turn mailtriage errors into a one-line message and the error's exit code."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -89,7 +90,7 @@ def user_errors(fn: F) -> F:
             raise typer.Exit(2) from None
         except MailtriageError as exc:
             err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
-            raise typer.Exit(1) from None
+            raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("interrupted")
             raise typer.Exit(130) from None

@@ -17,6 +17,7 @@ from rich.table import Table
 from mailtriage.cli import console, echo_json, plain, user_errors
 from mailtriage.cli.options import DEFAULT_CONFIG, ConfigOption, load
 from mailtriage.core.config import Settings
+from mailtriage.core.errors import MailtriageError
 from mailtriage.core.ledger import Ledger
 
 JsonOption = Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")]
@@ -88,18 +89,18 @@ def emit(rows: list[Row], *, as_json: bool, notes: Iterable[str] = ()) -> None:
         raise typer.Exit(1)
 
 
-def core_rows(settings: Settings, ledger: Ledger) -> list[Row]:
-    """The state database and the model endpoint."""
+def open_state(settings: Settings) -> tuple[Ledger | None, Row]:
+    """The ledger (None when it cannot be opened) and its row: doctor goes on either way."""
+    fix = "check [state] url, the database server and its credentials"
+    try:
+        ledger = Ledger(settings.state.url)
+    except MailtriageError as exc:
+        return None, Row("mailtriage", "state database", "reachable", False, str(exc), fix)
     ok = ledger.ping()
-    state = Row(
-        "mailtriage",
-        "state database",
-        "reachable",
-        ok,
-        ledger.display_url,
-        "" if ok else "check [state] url, the database server and its credentials",
+    row = Row(
+        "mailtriage", "state database", "reachable", ok, ledger.display_url, "" if ok else fix
     )
-    return [state, model_row(settings)]
+    return ledger, row
 
 
 def model_row(settings: Settings) -> Row:
@@ -121,7 +122,7 @@ def model_row(settings: Settings) -> Row:
 
 
 def provider_rows(
-    settings: Settings, providers: set[str], ledger: Ledger
+    settings: Settings, providers: set[str], ledger: Ledger | None
 ) -> tuple[list[Row], list[str]]:
     """Rows for the named providers that have a mailbox, and the notes they print."""
     rows: list[Row] = []
@@ -145,9 +146,9 @@ def provider_rows(
 def doctor(config: ConfigOption = DEFAULT_CONFIG, as_json: JsonOption = False) -> None:
     """Check the state database, the model endpoint and every configured provider."""
     settings = load(config)
-    ledger = Ledger(settings.state.url)
+    ledger, state = open_state(settings)
     rows, notes = provider_rows(settings, {"graph", "gmail"}, ledger)
-    emit(core_rows(settings, ledger) + rows, as_json=as_json, notes=notes)
+    emit([state, model_row(settings), *rows], as_json=as_json, notes=notes)
 
 
 def register(app: typer.Typer) -> None:

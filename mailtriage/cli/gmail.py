@@ -194,10 +194,10 @@ async def gmail_doctor(settings: Settings, *, delegation: Delegation | None = No
 
 def doctor(config: ConfigOption = DEFAULT_CONFIG, as_json: JsonOption = False) -> None:
     """Check delegation, scopes, mailbox access and push settings for every Gmail mailbox."""
-    from mailtriage.core.ledger import Ledger
+    from mailtriage.cli.doctor import open_state
 
     settings = load(config)
-    rows, notes = provider_rows(settings, {"gmail"}, Ledger(settings.state.url))
+    rows, notes = provider_rows(settings, {"gmail"}, open_state(settings)[0])
     if not rows and not as_json:
         console.print("no Gmail mailbox configured")
         return

@@ -14,10 +14,10 @@ graph_app = typer.Typer(help="Microsoft 365 (Graph) checks and clean-up.", no_ar
 
 def doctor(config: ConfigOption = DEFAULT_CONFIG, as_json: JsonOption = False) -> None:
     """Check Graph credentials, permissions and access to each configured mailbox."""
-    from mailtriage.core.ledger import Ledger
+    from mailtriage.cli.doctor import open_state
 
     settings = load(config)
-    rows, notes = provider_rows(settings, {"graph"}, Ledger(settings.state.url))
+    rows, notes = provider_rows(settings, {"graph"}, open_state(settings)[0])
     if not rows:  # no graph mailbox: say so the way diagnose() does
         from mailtriage.cli.doctor import Row
 

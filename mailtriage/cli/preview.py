@@ -11,11 +11,12 @@ from rich.table import Table
 
 from mailtriage.cli import console, echo_json, echo_jsonl, plain, user_errors
 from mailtriage.cli.options import DEFAULT_CONFIG, ConfigOption, load
-from mailtriage.core import planner, rules
+from mailtriage.core import planner, preflight, rules
 from mailtriage.core.classifiers import build_classifier
 from mailtriage.core.config import Settings
 from mailtriage.core.errors import ClassifierError, ConfigError, MessageParseError
 from mailtriage.core.ledger import Ledger
+from mailtriage.core.message import TOO_LARGE, Message
 from mailtriage.core.ports import Classifier
 
 
@@ -26,6 +27,7 @@ def check_config(
     """Validate the configuration as `run` would (short of network access) and summarise it."""
     try:
         settings = load(config)
+        preflight.check(settings)  # secret variables and files, the state URL
         notes = check_credentials(settings)
     except ConfigError as exc:
         if not as_json:
@@ -129,12 +131,10 @@ def _summary(config: Path, settings: Settings, notes: list[str]) -> dict[str, An
 
 
 async def _preview(settings: Settings, classifier: Classifier | None, path: Path) -> dict[str, Any]:
-    from mailtriage.core.extract import parse_rfc822
-
     mailbox = settings.mailboxes[0].address if settings.mailboxes else "preview"
     row: dict[str, Any] = {"file": str(path)}
     try:
-        message = parse_rfc822(path.read_bytes(), mailbox=mailbox, provider_id=str(path))
+        message = _read_eml(path, mailbox, settings.runtime.max_message_mb)
     except MessageParseError as exc:
         return row | {"status": "unreadable", "reason": exc.reason}
     except OSError as exc:
@@ -151,6 +151,8 @@ async def _preview(settings: Settings, classifier: Classifier | None, path: Path
         except ClassifierError as exc:
             return row | {"status": "error", "reason": str(exc)}
     plan = planner.plan(decision, message, settings)
+    if message.too_large:
+        row["note"] = TOO_LARGE
     return row | {
         "status": "classified",
         "category": plan.category,
@@ -161,6 +163,19 @@ async def _preview(settings: Settings, classifier: Classifier | None, path: Path
         "reason": decision.reason,
         "actions": [a.describe() for a in plan.actions],
     }
+
+
+def _read_eml(path: Path, mailbox: str, max_mb: float) -> Message:
+    """A .eml file as the service would read it: above `runtime.max_message_mb`, only its
+    headers (routed by headers and subject), so a huge file costs no memory."""
+    from mailtriage.core.extract import HEAD_LIMIT, parse_head, parse_rfc822
+
+    size = path.stat().st_size
+    if size > max_mb * 1024 * 1024:
+        with path.open("rb") as handle:
+            head = handle.read(HEAD_LIMIT)
+        return parse_head(head, mailbox=mailbox, provider_id=str(path), size=size)
+    return parse_rfc822(path.read_bytes(), mailbox=mailbox, provider_id=str(path))
 
 
 def classify(

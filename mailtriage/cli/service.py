@@ -14,7 +14,7 @@ from rich.table import Table
 
 from mailtriage.cli import console, user_errors
 from mailtriage.cli.options import DEFAULT_CONFIG, ConfigOption, load, parse_period
-from mailtriage.core import logs
+from mailtriage.core import logs, preflight
 from mailtriage.core.classifiers import build_classifier, build_learner
 from mailtriage.core.config import Settings
 from mailtriage.core.errors import ConfigError
@@ -54,13 +54,18 @@ def run(
     port: Annotated[int | None, typer.Option(help="Webhook port.")] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING.")] = "INFO",
 ) -> None:
-    """Run the service: scheduled syncs, webhooks, health and metrics, until SIGTERM."""
+    """Run the service: scheduled syncs, webhooks, health and metrics, until SIGTERM.
+
+    Start-up failures are one line and an exit code: 2 configuration (a missing secret, a
+    malformed state URL), 3 state database unreachable, 4 webhook port unavailable.
+    """
     from mailtriage.connectors import build_mailboxes, build_pushes
 
     settings = load(config)
-    logs.configure(level=log_level)
     if not settings.mailboxes:
         raise ConfigError(f"{config}: no [[mailbox]] configured")
+    preflight.check(settings)
+    logs.configure(level=log_level)
     ledger = Ledger(settings.state.url, store_text=settings.store_text)
     learner = build_learner(settings, ledger)
     classifier = build_classifier(settings, ledger=ledger, learner=learner)
@@ -93,6 +98,7 @@ def sync(
     settings = _select(load(config), mailbox)
     if not settings.mailboxes:
         raise ConfigError(f"{config}: no [[mailbox]] configured")
+    preflight.check(settings)
     since_days = parse_period(since).total_seconds() / 86400 if since else None
     settings = _with_overrides(settings, since_days=since_days, dry_run=dry_run)
     logs.configure(level="WARNING")

@@ -386,6 +386,8 @@ class RuntimeSettings(_Model):
     public_url: str | None = None  # https URL of the webhook behind the reverse proxy
     max_attempts: int = Field(5, ge=1, le=50)
     client_state_env: str | None = None
+    # A message larger than this is not downloaded whole: routed by headers and subject.
+    max_message_mb: float = Field(25, ge=1, le=150)
 
     @field_validator("public_url")
     @classmethod

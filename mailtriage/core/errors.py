@@ -5,6 +5,8 @@
     ├── MessageParseError      a message that cannot be turned into text; carries a skip reason
     ├── ClassifierError        the model could not give a usable answer (retry later)
     ├── LedgerError            the state database is unreachable or inconsistent
+    │   └── DatabaseUnavailableError  the database cannot be reached at all (start-up)
+    ├── ListenError            the webhook address cannot be listened on (port in use)
     ├── MailboxBusyError       another mailtriage process holds the mailbox's lease
     └── ConnectorError         the mail provider refused or failed
         ├── AuthError          credentials rejected, token not obtainable
@@ -15,6 +17,10 @@
 
 Connectors translate SDK exceptions into this tree at their edge so the pipeline can choose
 between retry, skip-mailbox and record-as-failed without knowing any SDK.
+
+`exit_code` is what the command line exits with when the error stops a command (README,
+"Exit codes"): 1 by default, 2 for configuration, 3 for an unreachable database, 4 for a
+webhook address that cannot be listened on.
 """
 
 from __future__ import annotations
@@ -23,9 +29,13 @@ from __future__ import annotations
 class MailtriageError(Exception):
     """Base of every error mailtriage raises on purpose."""
 
+    exit_code = 1
+
 
 class ConfigError(MailtriageError):
     """Invalid configuration. The message names the file and the field."""
+
+    exit_code = 2
 
 
 class MessageParseError(MailtriageError):
@@ -42,6 +52,18 @@ class ClassifierError(MailtriageError):
 
 class LedgerError(MailtriageError):
     """The state database failed."""
+
+
+class DatabaseUnavailableError(LedgerError):
+    """The state database cannot be reached (server down, refused, wrong credentials)."""
+
+    exit_code = 3
+
+
+class ListenError(MailtriageError):
+    """The webhook's host and port cannot be listened on."""
+
+    exit_code = 4
 
 
 class MailboxBusyError(MailtriageError):

@@ -17,6 +17,7 @@ import binascii
 import codecs
 import mimetypes
 import re
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.errors import MissingHeaderBodySeparatorDefect
@@ -31,12 +32,15 @@ import tnefparse
 
 from mailtriage.core.errors import MessageParseError
 from mailtriage.core.message import KEPT_HEADERS, Address, Attachment, Message
+from mailtriage.core.skeleton import skeleton
 from mailtriage.core.text import clean_body, html_to_text, truncate
 
-__all__ = ["decode_header_value", "decode_text", "parse_rfc822"]
+__all__ = ["decode_header_value", "decode_text", "parse_head", "parse_rfc822"]
 
 UNEXPECTED = "unexpected parser failure"
 MAX_HEADER_CHARS = 2_000
+# Bytes of a too-large message's header block read by `parse_head`.
+HEAD_LIMIT = 256 * 1024
 MAX_SUBJECT_CHARS = 1_000
 MAX_ADDRESSES = 200
 MAX_FILENAME_CHARS = 255
@@ -54,6 +58,8 @@ _REPORT_MACHINE_PARTS = frozenset(
     {"delivery-status", "disposition-notification", "feedback-report", "global-delivery-status"}
 )
 _PARSER = BytesParser(policy=compat32)
+# The marker header naming the decoded size of bodies `skeleton` left out (per parse).
+_SIZE_HEADER: ContextVar[str | None] = ContextVar("mailtriage_size_header", default=None)
 _NOT_MAIL = (
     (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "Outlook .msg (OLE compound file), not RFC 822"),
     (b"\x78\x9f\x3e\x22", "bare TNEF (winmail.dat) data, not RFC 822"),
@@ -142,7 +148,12 @@ def parse_rfc822(raw: bytes, *, mailbox: str, provider_id: str) -> Message:
     Any other failure inside the standard library's parser on hostile input is reported as a
     `MessageParseError` too (reason prefixed with UNEXPECTED), so the message is recorded and
     left alone instead of stopping the sync; tests assert that prefix never shows up.
+
+    Memory: above `skeleton.SHRINK_ABOVE` (1 MiB) the message is first reduced to its
+    headers, text openings and attachment sizes (`core.skeleton`), so parsing adds at most
+    about 50 MB whatever the size of `raw`; callers cap `raw` itself (`max_message_mb`).
     """
+    token = _SIZE_HEADER.set(None)
     try:
         return _parse_message(raw, mailbox=mailbox, provider_id=provider_id)
     except MessageParseError:
@@ -157,6 +168,30 @@ def parse_rfc822(raw: bytes, *, mailbox: str, provider_id: str) -> Message:
         RecursionError,
     ) as error:
         raise MessageParseError(f"{UNEXPECTED}: {type(error).__name__}: {error}") from error
+    finally:
+        _SIZE_HEADER.reset(token)
+
+
+def parse_head(head: bytes, *, mailbox: str, provider_id: str, size: int) -> Message:
+    """A message too large to read whole, from its header block: routed by its headers
+    and subject (`Message.too_large`). Reads at most `HEAD_LIMIT` bytes of `head`."""
+    head = head[:HEAD_LIMIT].removeprefix(b"\xef\xbb\xbf").lstrip(b"\r\n\t ")
+    blank = re.search(rb"\r?\n\r?\n", head)
+    if blank is not None:
+        head = head[: blank.start()]
+    elif len(head) == HEAD_LIMIT:
+        head = head[: head.rfind(b"\n") + 1]
+    try:
+        mime = _PARSER.parsebytes(head + b"\r\n\r\n", headersonly=True)
+        headers = _index_headers(mime)
+        subject = _subject(headers)
+    except (ValueError, LookupError, UnicodeError, TypeError, IndexError) as error:
+        raise MessageParseError(f"{UNEXPECTED}: {type(error).__name__}: {error}") from error
+    if len(mime) == 0:
+        raise MessageParseError("no RFC 822 header found: not a mail message")
+    message = _message(headers, subject, "", [], mailbox, provider_id, size)
+    message.too_large = True
+    return message
 
 
 def _parse_message(raw: bytes, *, mailbox: str, provider_id: str) -> Message:
@@ -164,7 +199,22 @@ def _parse_message(raw: bytes, *, mailbox: str, provider_id: str) -> Message:
     headers = _index_headers(mime)
     subject = _subject(headers)
     text, attachments = _extract(mime, subject, depth=0)
-    message = Message(
+    message = _message(headers, subject, text, attachments, mailbox, provider_id, len(raw))
+    if not (message.subject or message.text or message.sender or message.attachments):
+        raise MessageParseError("no sender, subject, text or attachment found")
+    return message
+
+
+def _message(
+    headers: _Headers,
+    subject: str,
+    text: str,
+    attachments: list[Attachment],
+    mailbox: str,
+    provider_id: str,
+    size: int,
+) -> Message:
+    return Message(
         mailbox=mailbox,
         provider_id=provider_id,
         subject=subject,
@@ -177,11 +227,8 @@ def _parse_message(raw: bytes, *, mailbox: str, provider_id: str) -> Message:
         headers=_kept_headers(headers),
         text=text,
         attachments=attachments,
-        size=len(raw),
+        size=size,
     )
-    if not (message.subject or message.text or message.sender or message.attachments):
-        raise MessageParseError("no sender, subject, text or attachment found")
-    return message
 
 
 def _parse(raw: bytes) -> MimePart:
@@ -191,6 +238,10 @@ def _parse(raw: bytes) -> MimePart:
     for signature, reason in _NOT_MAIL:
         if data.startswith(signature):
             raise MessageParseError(reason)
+    reduced = skeleton(data)
+    if reduced is not None:
+        data = reduced.data
+        _SIZE_HEADER.set(reduced.size_header)
     mime = _PARSER.parsebytes(data)
     if any(isinstance(d, MissingHeaderBodySeparatorDefect) for d in mime.defects) and len(mime):
         mime = _PARSER.parsebytes(_repair_headers(data))
@@ -685,6 +736,11 @@ def _tree_size(part: MimePart) -> int:
 
 
 def _encoded_size(part: MimePart) -> int:
+    marker = _SIZE_HEADER.get()
+    if marker is not None:
+        recorded = str(part.get(marker, "")).strip()
+        if recorded.isdigit():  # the body was left out by `skeleton`: its size was noted
+            return int(recorded)
     payload = _raw_payload(part)
     if not isinstance(payload, str):
         return 0

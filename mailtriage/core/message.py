@@ -34,6 +34,9 @@ class Attachment:
     size: int
 
 
+# Recorded with the decision of a message read by its headers only (`Message.too_large`).
+TOO_LARGE = "too large: routed by headers and subject"
+
 # Header names (lower case) kept on a Message: the ones rules and audits need.
 KEPT_HEADERS: frozenset[str] = frozenset(
     {
@@ -83,6 +86,9 @@ class Message:
     categories: list[str] = field(default_factory=list)
     # Set when the provider already shows mailtriage's processed marker on the message.
     processed_marker: bool = False
+    # Set when the message was larger than `runtime.max_message_mb`: only its headers were
+    # read, so `text` and `attachments` are empty and `size` is the provider's estimate.
+    too_large: bool = False
 
     def header(self, name: str) -> str:
         """Return a kept header's value ('' when absent); `name` is case-insensitive."""

@@ -34,7 +34,7 @@ from mailtriage.core.errors import (
 )
 from mailtriage.core.ledger import ActionState, Ledger, Record, Status, utcnow
 from mailtriage.core.locations import category_of_location
-from mailtriage.core.message import Message
+from mailtriage.core.message import TOO_LARGE, Message
 from mailtriage.core.ports import ActionResult, Change, Classifier, Failure, Mailbox
 
 log = structlog.get_logger("mailtriage.pipeline")
@@ -186,6 +186,12 @@ class Pipeline:
         return await self._plan_and_apply(mailbox, message, row, decision)
 
     async def _decide(self, message: Message) -> Decision:
+        decision = await self._classify(message)
+        if message.too_large:  # recorded with the decision, shown by `history`
+            decision = dataclasses.replace(decision, reason=f"{TOO_LARGE}; {decision.reason}")
+        return decision
+
+    async def _classify(self, message: Message) -> Decision:
         decision = rules.route_by_sender(message, self.settings)
         if decision is not None:
             metrics.MODEL_CALLS_SAVED.labels("rule").inc()

@@ -1,28 +1,44 @@
 """The long-running service behind `mailtriage run`.
 
-One process hosts the scheduler (periodic sync per mailbox, subscription/watch renewal), the
-webhook receiver (Starlette under uvicorn) and the health and metrics endpoints. Several
-processes may share one state database: each mailbox is worked on only by the holder of its
-lease, so they divide the mailboxes between them instead of both working on each one.
+One process hosts the scheduler, the webhook receiver (Starlette under uvicorn) and the
+health and metrics endpoints. Several processes may share one state database: each mailbox
+is worked on only by the holder of its lease, so they divide the mailboxes between them
+instead of both working on each one.
+
+What the scheduler runs, push or no push:
+
+- `sync:<mailbox>`: a sync every `runtime.sync_interval_s` (plus up to 10 % jitter, so
+  mailboxes and processes spread out);
+- `retry:<mailbox>`: a one-shot sync when the earliest failed message becomes due, so a retry
+  never waits for the next interval or for new mail;
+- `lease:<mailbox>`: a one-shot attempt when another holder's lease runs out, so a process
+  restarted after kill -9 takes over from its previous incarnation as soon as that lease
+  lapses (at most `lease_ttl` after the kill);
+- `renew`: subscription and watch renewal every 30 minutes.
+
+Every sync goes through the `SyncCoordinator`, so a push, the interval and a retry arriving
+together cost one sync.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import random
 import signal
 import socket
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
 import uvicorn
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
@@ -32,7 +48,13 @@ from starlette.routing import Route
 
 from mailtriage.core import metrics
 from mailtriage.core.config import Settings
-from mailtriage.core.errors import AccessDeniedError, AuthError, MailboxBusyError, MailtriageError
+from mailtriage.core.errors import (
+    AccessDeniedError,
+    AuthError,
+    ListenError,
+    MailboxBusyError,
+    MailtriageError,
+)
 from mailtriage.core.ledger import Ledger, utcnow
 from mailtriage.core.pipeline import (
     DEFAULT_RETRY,
@@ -59,9 +81,70 @@ class _Server(uvicorn.Server):
         yield
 
 
+# A one-shot retry is never scheduled sooner than this after the sync that found it.
+MIN_RETRY_GAP_S = 1.0
+# Margin after a foreign lease's expiry before asking for it again (clock skew, rounding).
+LEASE_MARGIN_S = 0.5
+
+
 def default_owner() -> str:
     """A lease owner id unique to this process: host, pid and a random suffix."""
     return f"{socket.gethostname()}:{os.getpid()}:{random.randrange(16**6):06x}"
+
+
+def lease_ttl_for(interval_s: float) -> timedelta:
+    """Three sync intervals, at least 30 s: a held lease is renewed at every sync and every
+    third of the TTL while a sync runs; a dead holder is replaced at most this long after."""
+    return timedelta(seconds=max(30.0, 3 * interval_s))
+
+
+@asynccontextmanager
+async def holding_lease(
+    ledger: Ledger, address: str, owner: str, ttl: timedelta
+) -> AsyncIterator[None]:
+    """Renew `owner`'s lease on `address` every third of `ttl` while the block runs.
+
+    A long sync (a backfill, a slow model) must not let the lease lapse under it, or another
+    process would start on the same mailbox.
+    """
+
+    async def keep() -> None:
+        while True:
+            await asyncio.sleep(ttl.total_seconds() / 3)
+            try:
+                await ledger.run(ledger.acquire_lease, address, owner, ttl)
+            except MailtriageError as exc:
+                log.warning("lease renewal failed", mailbox=address, error=str(exc))
+
+    task = asyncio.create_task(keep())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """The webhook's listening socket, bound before anything starts.
+
+    A port in use is a one-line `ListenError` (exit code 4), not a traceback from inside
+    the web server's task.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise ListenError(
+            f"runtime.port: cannot listen on {host}:{port}: {exc.strerror or exc}"
+            + (" (another process uses it)" if exc.errno == errno.EADDRINUSE else "")
+        ) from None
+    sock.setblocking(False)
+    return sock
 
 
 @dataclass(slots=True)
@@ -105,25 +188,35 @@ class Service:
         self.coordinator = SyncCoordinator(self.sync)
         self.health = {a: MailboxHealth() for a in self.mailboxes}
         self.interval_s = settings.runtime.sync_interval_s
-        self.lease_ttl = timedelta(seconds=max(60.0, 3 * self.interval_s))
+        self.lease_ttl = lease_ttl_for(self.interval_s)
         self.shutdown_grace_s = shutdown_grace_s
         self.reports: list[SyncReport] = []
+        self.port: int | None = None
         self._server: uvicorn.Server | None = None
+        self._sched: AsyncIOScheduler | None = None
 
     # -- work --------------------------------------------------------------------------
 
     async def sync(self, address: str) -> SyncReport | None:
-        """Sync one mailbox if this process holds (or can take) its lease."""
+        """Sync one mailbox if this process holds (or can take) its lease.
+
+        Afterwards the mailbox's next due retry is put on the schedule; when another live
+        process holds the lease, the moment that lease runs out is.
+        """
         health = self.health[address]
         got = await self.ledger.run(self.ledger.acquire_lease, address, self.owner, self.lease_ttl)
         if not got:
             if health.held:
                 log.info("lease lost", mailbox=address)
             health.held = False
+            await self._ask_again_at_expiry(address)
             return None
+        if not health.held:
+            log.info("lease taken", mailbox=address, owner=self.owner)
         health.held = True
         try:
-            report = await self.pipeline.sync_mailbox(self.mailboxes[address])
+            async with holding_lease(self.ledger, address, self.owner, self.lease_ttl):
+                report = await self.pipeline.sync_mailbox(self.mailboxes[address])
         except (AccessDeniedError, AuthError) as exc:
             health.last_error = str(exc)
             log.error("mailbox skipped", mailbox=address, error=str(exc))
@@ -132,12 +225,51 @@ class Service:
             health.last_error = f"{type(exc).__name__}: {exc}"
             log.warning("sync failed", mailbox=address, error=health.last_error)
             return None
+        await self._schedule_retry(address)
         health.last_ok = time.time()
         health.last_error = ""
         self.reports.append(report)
         if report.processed:
             log.info("synced", mailbox=address, processed=report.processed, pages=report.pages)
         return report
+
+    async def _schedule_retry(self, address: str) -> None:
+        """A one-shot sync when the mailbox's earliest failed message becomes due.
+
+        Only after a sync that succeeded: after a failed one, the interval paces the next
+        attempt, so a provider outage is not hammered at the retry schedule's pace.
+        """
+        try:
+            due = await self.ledger.run(self.ledger.next_retry_at, address)
+        except MailtriageError as exc:
+            log.warning("retry schedule unavailable", mailbox=address, error=str(exc))
+            return
+        if due is not None:
+            earliest = utcnow() + timedelta(seconds=MIN_RETRY_GAP_S)
+            self._once(f"retry:{address}", max(due, earliest), address)
+
+    async def _ask_again_at_expiry(self, address: str) -> None:
+        """A one-shot lease attempt right after the current holder's lease runs out."""
+        try:
+            expires = await self.ledger.run(self.ledger.lease_expiry, address)
+        except MailtriageError as exc:
+            log.warning("lease expiry unavailable", mailbox=address, error=str(exc))
+            return
+        when = (expires or utcnow()) + timedelta(seconds=LEASE_MARGIN_S)
+        self._once(f"lease:{address}", when, address)
+
+    def _once(self, job_id: str, when: datetime, address: str) -> None:
+        """Trigger a sync of `address` at `when` (replacing an earlier job of that id)."""
+        if self._sched is None or not self._sched.running:
+            return
+        self._sched.add_job(
+            self.coordinator.trigger,
+            DateTrigger(run_date=when),
+            args=[address],
+            id=job_id,
+            replace_existing=True,
+            misfire_grace_time=None,
+        )
 
     async def renew(self) -> None:
         for push in self.pushes:
@@ -161,10 +293,19 @@ class Service:
     async def _healthz(self, _request: Request) -> Response:
         return PlainTextResponse("ok\n")
 
+    @property
+    def ready_within_s(self) -> float:
+        """How recent every mailbox's last sync must be for /readyz to say ready.
+
+        Longer than a lease: after kill -9 and a restart, the new process takes over when
+        the old lease lapses, and readiness should not flap in between.
+        """
+        return max(3 * self.interval_s, self.lease_ttl.total_seconds() + 3 * self.interval_s)
+
     async def readiness(self) -> dict[str, Any]:
-        """Ready = database reachable and every mailbox synced within 3 intervals."""
+        """Ready = database reachable and every mailbox synced within `ready_within_s`."""
         db_ok = await self.ledger.run(self.ledger.ping)
-        limit = max(3 * self.interval_s, 60.0)
+        limit = self.ready_within_s
         boxes: dict[str, Any] = {}
         for address in self.mailboxes:
             last = await self.ledger.run(self.ledger.last_sync, address) if db_ok else None
@@ -193,6 +334,8 @@ class Service:
     # -- lifecycle -----------------------------------------------------------------------
 
     def scheduler(self) -> AsyncIOScheduler:
+        """The periodic jobs; their first run is one interval after start (start-up syncs
+        every mailbox at once). Late runs still run, coalesced into one."""
         sched = AsyncIOScheduler()
         jitter = max(1, int(self.interval_s * 0.1))
         for address in self.mailboxes:
@@ -203,18 +346,34 @@ class Service:
                 id=f"sync:{address}",
                 max_instances=1,
                 coalesce=True,
-                next_run_time=None,
+                misfire_grace_time=None,
             )
         if self.pushes:
-            sched.add_job(self.renew, IntervalTrigger(minutes=30), id="renew", coalesce=True)
+            sched.add_job(
+                self.renew,
+                IntervalTrigger(minutes=30),
+                id="renew",
+                coalesce=True,
+                misfire_grace_time=None,
+            )
         return sched
+
+    async def start(self) -> None:
+        """Start the schedule and intake: push installation and a first sync of every
+        mailbox. `serve` calls it once the webhook is up; tests may call it alone."""
+        self._sched = self.scheduler()
+        self._sched.start()
+        await self._start_intake()
 
     async def serve(self, *, host: str | None = None, port: int | None = None) -> None:
         """Run until SIGTERM/SIGINT; then stop intake, finish in-flight work, persist state."""
+        host = host or self.settings.runtime.host
+        sock = listen_socket(host, self.settings.runtime.port if port is None else port)
+        self.port = int(sock.getsockname()[1])
         config = uvicorn.Config(
             self.app(),
-            host=host or self.settings.runtime.host,
-            port=self.settings.runtime.port if port is None else port,
+            host=host,
+            port=self.port,
             log_level="warning",
             lifespan="off",
             access_log=False,
@@ -223,18 +382,19 @@ class Service:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
-        sched = self.scheduler()
-        serving = asyncio.create_task(server.serve())
+        serving = asyncio.create_task(server.serve(sockets=[sock]))
         try:
             # Push installation needs the webhook up: Graph validates the URL at creation.
             while not server.started and not serving.done():
                 await asyncio.sleep(0.02)
             if not serving.done():
-                sched.start()
-                await self._start_intake()
+                await self.start()
             await serving
         finally:
-            await self.shutdown(sched if sched.running else None)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            sock.close()
+            await self.shutdown()
 
     async def _start_intake(self) -> None:
         for push in self.pushes:
@@ -252,10 +412,10 @@ class Service:
         if self._server is not None:
             self._server.should_exit = True
 
-    async def shutdown(self, sched: AsyncIOScheduler | None = None) -> None:
+    async def shutdown(self) -> None:
         log.info("stopping", owner=self.owner)
-        if sched is not None:
-            sched.shutdown(wait=False)
+        if self._sched is not None and self._sched.running:
+            self._sched.shutdown(wait=False)
         await self.coordinator.aclose(self.shutdown_grace_s)
         for address in self.mailboxes:
             await self.ledger.run(self.ledger.release_lease, address, self.owner)
@@ -285,11 +445,6 @@ async def sync_all(
     ledger = pipeline.ledger
     owner = pipeline.owner or default_owner()
 
-    async def keep_lease(address: str) -> None:
-        while True:
-            await asyncio.sleep(lease_ttl.total_seconds() / 3)
-            await ledger.run(ledger.acquire_lease, address, owner, lease_ttl)
-
     async def one(mb: Mailbox) -> None:
         if not await ledger.run(ledger.acquire_lease, mb.address, owner, lease_ttl):
             holder = await ledger.run(ledger.lease_owner, mb.address)
@@ -298,14 +453,13 @@ async def sync_all(
                 "mailbox; it will catch up by itself, or try again once it has stopped"
             )
             return
-        renewer = asyncio.create_task(keep_lease(mb.address))
         try:
-            out[mb.address] = await pipeline.sync_mailbox(mb)
+            async with holding_lease(ledger, mb.address, owner, lease_ttl):
+                out[mb.address] = await pipeline.sync_mailbox(mb)
         except MailtriageError as exc:
             log.error("mailbox failed", mailbox=mb.address, error=str(exc))
             out[mb.address] = exc
         finally:
-            renewer.cancel()
             await ledger.run(ledger.release_lease, mb.address, owner)
 
     await asyncio.gather(*(one(mb) for mb in mailboxes))

@@ -11,15 +11,27 @@ treats Gmail exactly like every other source (charsets, HTML, TNEF), and the raw
 are what a forward attaches, so a forwarded message costs no second fetch. The price is
 that large attachments travel with the message, where `format=full` would only give
 their attachmentId.
+
+Memory: a raw message costs about five times its size while google-api-python-client
+reads it (JSON, base64), so sizes are read first (`format=metadata`, 5 units, with the
+headers a router needs). Only messages up to `runtime.max_message_mb` are downloaded, in
+batches of at most `RAW_BATCH_BYTES`, and one batch above `LARGE_DOWNLOAD_BYTES` at a time
+per process; a larger message is routed by its headers and subject (`Message.too_large`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import binascii
+import json
 import logging
+import re
 import time
+import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 from mailtriage.connectors.gmail.auth import Delegation
@@ -37,11 +49,97 @@ from mailtriage.core.errors import (
     NotFoundError,
     ThrottledError,
 )
-from mailtriage.core.message import Message
+from mailtriage.core.extract import parse_head
+from mailtriage.core.message import KEPT_HEADERS, Message
 from mailtriage.core.ports import ActionResult, Change, ChangePage, Failure, StateStore
 
 log = logging.getLogger(__name__)
-RAW_CACHE_BYTES = 64 * 1024 * 1024
+MB = 1024 * 1024
+RAW_CACHE_BYTES = 64 * MB
+# Raw downloads are batched up to this many bytes (by sizeEstimate)...
+RAW_BATCH_BYTES = 8 * MB
+# ...and a batch larger than this waits for any other such batch in the process.
+LARGE_DOWNLOAD_BYTES = 4 * MB
+# Headers read with the size: enough to route a message that is too large to download.
+METADATA_HEADERS = [
+    "From",
+    "Sender",
+    "Reply-To",
+    "To",
+    "Cc",
+    "Subject",
+    "Date",
+    "Message-ID",
+    *sorted(KEPT_HEADERS),
+]
+_LARGE_GATES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+@asynccontextmanager
+async def _download_slot(size: int) -> AsyncIterator[None]:
+    """One large raw download at a time per process (per event loop)."""
+    if size <= LARGE_DOWNLOAD_BYTES:
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    gate = _LARGE_GATES.get(loop)
+    if gate is None:
+        gate = _LARGE_GATES[loop] = asyncio.Semaphore(1)
+    async with gate:
+        yield
+
+
+def _size_groups(sized: Sequence[tuple[str, int]], limit: int) -> list[list[tuple[str, int]]]:
+    """Consecutive ids grouped so that each group's sizes add up to at most `limit`
+    (a single larger message forms a group of its own)."""
+    groups: list[list[tuple[str, int]]] = []
+    total = 0
+    for item in sized:
+        if not groups or total + item[1] > limit:
+            groups.append([])
+            total = 0
+        groups[-1].append(item)
+        total += item[1]
+    return groups
+
+
+_RAW_BYTES = re.compile(rb'"raw"\s*:\s*"([A-Za-z0-9_=-]*)"')
+_RAW_TEXT = re.compile(r'"raw"\s*:\s*"([A-Za-z0-9_=-]*)"')
+_URLSAFE = bytes.maketrans(b"-_", b"+/")
+_DECODE_CHUNK = 4 * 1024 * 1024  # a multiple of 4
+
+
+def _raw_resource(_response: Any, content: bytes | str) -> dict[str, Any]:
+    """A `format=raw` response with `raw` already decoded to bytes (`postproc` of the
+    request, in place of google-api-python-client's JSON model).
+
+    The base64url text is decoded straight from the response in 4 MB slices: no JSON string
+    of it and no whole-text copy is built, so a 20 MB message costs about 3 times its size
+    instead of 10. The other fields are parsed as JSON.
+    """
+    match = _RAW_BYTES.search(content) if isinstance(content, bytes) else _RAW_TEXT.search(content)
+    if match is None:
+        resource: dict[str, Any] = json.loads(content)
+        return resource
+    start, end = match.span(1)  # the value, without its quotes
+    if isinstance(content, bytes):
+        resource = json.loads(content[: start - 1] + b"null" + content[end + 1 :])
+    else:
+        resource = json.loads(content[: start - 1] + "null" + content[end + 1 :])
+    resource["raw"] = _decode_b64url(content, start, end)
+    return resource
+
+
+def _decode_b64url(content: bytes | str, start: int, end: int) -> bytes:
+    chunks = []
+    for left in range(start, end, _DECODE_CHUNK):
+        piece = content[left : min(end, left + _DECODE_CHUNK)]
+        data = piece.encode("ascii") if isinstance(piece, str) else piece
+        data = data.translate(_URLSAFE).rstrip(b"=")
+        chunks.append(binascii.a2b_base64(data + b"=" * (-len(data) % 4)))
+    return b"".join(chunks)
 
 
 def _b64url(data: bytes) -> str:
@@ -74,6 +172,7 @@ class GmailMailbox:
         self.gmail = settings.gmail
         self.backfill_days = backfill_days
         self.labels = LabelCache(client, store)
+        self.max_message_bytes = int(settings.runtime.max_message_mb * MB)
         self._raw: OrderedDict[str, bytes] = OrderedDict()
         self._raw_bytes = 0
         self._marked: set[str] = set()
@@ -253,52 +352,99 @@ class GmailMailbox:
         ids = ids[:limit]
         if not ids:
             return []
-        results = await self.client.batch("messages.get", [self._get_raw(mid) for mid in ids])
-        names = await self.labels.names()
-        page = ChangePage()
         out: list[Message] = []
-        for mid, result in zip(ids, results, strict=True):
+        for mid, result in await self._read(ids, inbox_only=False, remember=False):
             if isinstance(result, (AccessDeniedError, AuthError, ThrottledError)):
                 raise result
-            if isinstance(result, Exception):
-                continue  # gone or unreadable: a sample can do without it
-            message = self._to_message(mid, result, names, page, inbox_only=False, remember=False)
-            if message is not None:
-                out.append(message)
-        for failure in page.failures:
-            log.warning("%s: skipped an unreadable message: %s", self.describe(), failure.reason)
+            if isinstance(result, Message) and not result.too_large:
+                out.append(result)  # a too-large one has no text to learn from
+            elif isinstance(result, Failure):
+                log.warning("%s: skipped an unreadable message: %s", self.describe(), mid)
         return out
 
     async def _fetch(self, ids: Sequence[str]) -> ChangePage:
         page = ChangePage()
-        if not ids:
-            return page
-        results = await self.client.batch(
-            "messages.get",
-            [self._get_raw(mid) for mid in ids],
-        )
-        names = await self.labels.names()
-        for mid, result in zip(ids, results, strict=True):
-            if isinstance(result, NotFoundError):
-                continue  # deleted since it arrived: nothing to triage
+        for mid, result in await self._read(ids):
+            if isinstance(result, NotFoundError) or result is None:
+                continue  # deleted since it arrived, or moved out of the inbox by someone
             if isinstance(result, (AccessDeniedError, AuthError, ThrottledError)):
                 raise result  # mailbox-level: the page is retried whole, the cursor stays
-            if isinstance(result, Exception):
+            if isinstance(result, Message):
+                page.messages.append(result)
+            elif isinstance(result, Failure):
+                page.failures.append(result)
+            else:
                 page.failures.append(Failure(provider_id=mid, reason=str(result)))
-                continue
-            message = self._to_message(mid, result, names, page)
-            if message is not None:
-                page.messages.append(message)
         return page
 
     async def fetch(self, provider_id: str) -> Message:
         """Read one message again (pipeline retries); NotFoundError when it is gone."""
-        resource = await self.client.call("messages.get", self._get_raw(provider_id))
+        [(_, result)] = await self._read([provider_id], inbox_only=False)
+        if isinstance(result, Message):
+            return result
+        if isinstance(result, Exception):
+            raise result
+        raise MessageParseError(result.reason if isinstance(result, Failure) else "unreadable")
+
+    async def _read(
+        self, ids: Sequence[str], *, inbox_only: bool = True, remember: bool = True
+    ) -> list[tuple[str, Message | Failure | Exception | None]]:
+        """Each id's outcome, in order: a Message, a Failure (unreadable), a core error for
+        that id, or None (not in the inbox when `inbox_only`).
+
+        Sizes and routing headers first; raw downloads only up to `max_message_bytes`.
+        """
+        if not ids:
+            return []
+        metas = await self.client.batch("messages.get", [self._get_meta(mid) for mid in ids])
         names = await self.labels.names()
-        page = ChangePage()
-        message = self._to_message(provider_id, resource, names, page, inbox_only=False)
-        if message is None:
-            raise MessageParseError(page.failures[0].reason if page.failures else "unreadable")
+        outcome: dict[str, Message | Failure | Exception | None] = {}
+        wanted: list[tuple[str, int]] = []
+        for mid, meta in zip(ids, metas, strict=True):
+            if isinstance(meta, Exception):
+                outcome[mid] = meta
+            elif inbox_only and "INBOX" not in meta.get("labelIds", []):
+                outcome[mid] = None
+            elif int(meta.get("sizeEstimate") or 0) > self.max_message_bytes:
+                outcome[mid] = self._from_metadata(mid, meta, names)
+            else:
+                wanted.append((mid, int(meta.get("sizeEstimate") or 0)))
+        for group in _size_groups(wanted, RAW_BATCH_BYTES):
+            group_ids = [mid for mid, _ in group]
+            async with _download_slot(sum(size for _, size in group)):
+                raws = await self.client.batch(
+                    "messages.get", [self._get_raw(mid) for mid in group_ids]
+                )
+                for mid, resource in zip(group_ids, raws, strict=True):
+                    outcome[mid] = (
+                        resource
+                        if isinstance(resource, Exception)
+                        else self._to_message(mid, resource, names, remember=remember)
+                    )
+                del raws
+        return [(mid, outcome[mid]) for mid in ids]
+
+    def _from_metadata(self, mid: str, meta: dict[str, Any], names: dict[str, str]) -> Message:
+        """A message over `max_message_bytes`: routed by its headers and subject only."""
+        headers = (meta.get("payload") or {}).get("headers") or []
+        block = "".join(f"{h.get('name')}: {h.get('value')}\r\n" for h in headers)
+        size = int(meta.get("sizeEstimate") or 0)
+        try:
+            message = parse_head(
+                block.encode("utf-8", "surrogateescape"),
+                mailbox=self.address,
+                provider_id=mid,
+                size=size,
+            )
+        except MessageParseError:  # no usable header: still routed, by nothing but size
+            message = Message(mailbox=self.address, provider_id=mid, size=size, too_large=True)
+        log.warning(
+            "%s: message %s is %.1f MB, over runtime.max_message_mb: routed by headers and subject",
+            self.describe(),
+            mid,
+            size / MB,
+        )
+        self._label_flags(message, meta.get("labelIds", []), names)
         return message
 
     def _list_label(self, label_id: str, size: int, token: str | None) -> Callable[[Any], Any]:
@@ -307,36 +453,42 @@ class GmailMailbox:
         )
 
     def _get_raw(self, message_id: str) -> Callable[[Any], Any]:
-        return lambda u: u.messages().get(userId=self.address, id=message_id, format="raw")
+        def make(users: Any) -> Any:
+            request = users.messages().get(userId=self.address, id=message_id, format="raw")
+            request.postproc = _raw_resource
+            return request
+
+        return make
+
+    def _get_meta(self, message_id: str) -> Callable[[Any], Any]:
+        return lambda u: u.messages().get(
+            userId=self.address,
+            id=message_id,
+            format="metadata",
+            metadataHeaders=METADATA_HEADERS,
+        )
 
     def _to_message(
-        self,
-        mid: str,
-        resource: dict[str, Any],
-        names: dict[str, str],
-        page: ChangePage,
-        *,
-        inbox_only: bool = True,
-        remember: bool = True,
-    ) -> Message | None:
-        label_ids = resource.get("labelIds", [])
-        if inbox_only and "INBOX" not in label_ids:
-            return None  # already moved out of the inbox by someone
+        self, mid: str, resource: dict[str, Any], names: dict[str, str], *, remember: bool
+    ) -> Message | Failure:
+        """Parse a `format=raw` resource; its base64 text is dropped once decoded."""
         try:
-            raw = _unb64url(resource["raw"])
+            raw = resource.pop("raw")
+            raw = raw if isinstance(raw, bytes) else _unb64url(raw)
             message = parse_raw(raw, mailbox=self.address, provider_id=mid)
         except MessageParseError as exc:
-            page.failures.append(Failure(provider_id=mid, reason=exc.reason))
-            return None
+            return Failure(provider_id=mid, reason=exc.reason)
         except (KeyError, ValueError) as exc:
-            page.failures.append(Failure(provider_id=mid, reason=f"unreadable raw message: {exc}"))
-            return None
-        label_names = [names.get(i, i) for i in label_ids]
-        message.categories = [n for n in label_names if not n.isupper()]
-        message.processed_marker = self.gmail.processed_label in label_names
+            return Failure(provider_id=mid, reason=f"unreadable raw message: {exc}")
+        self._label_flags(message, resource.get("labelIds", []), names)
         if remember:
             self._remember(mid, raw)
         return message
+
+    def _label_flags(self, message: Message, label_ids: list[str], names: dict[str, str]) -> None:
+        label_names = [names.get(i, i) for i in label_ids]
+        message.categories = [n for n in label_names if not n.isupper()]
+        message.processed_marker = self.gmail.processed_label in label_names
 
     def _remember(self, mid: str, raw: bytes) -> None:
         self._raw[mid] = raw

@@ -18,7 +18,9 @@ import asyncio
 import base64
 import json
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -28,11 +30,18 @@ import httplib2
 from mailtriage.connectors.gmail.mailbox import GmailMailbox
 from mailtriage.core.config import GmailSettings
 from mailtriage.core.errors import AccessDeniedError, AuthError, ConfigError
+from mailtriage.core.webhook import MAX_BODY_BYTES, BadBody, read_json
 
 log = logging.getLogger(__name__)
 WATCH_KEY = "gmail.watch"
 GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
 GOOGLE_ISSUERS = frozenset({"accounts.google.com", "https://accounts.google.com"})
+# An unknown key id refreshes Google's certs at most this often.
+CERTS_REFRESH_MIN_S = 60.0
+# Pub/Sub keeps unacknowledged messages 7 days by default and may deliver one more than
+# once: message ids are remembered that long (at most DEDUP_MAX of them).
+DEDUP_WINDOW_S = 7 * 86_400.0
+DEDUP_MAX = 100_000
 
 
 class GmailWatch:
@@ -57,6 +66,7 @@ class GmailWatch:
         )
         state = {
             "topic": self.topic,
+            "audience": self.mailbox.gmail.push_audience,
             "historyId": str(response.get("historyId", "")),
             "expiration_ms": int(response["expiration"]),
             "renewed_at": time.time(),
@@ -64,13 +74,22 @@ class GmailWatch:
         await self.mailbox.store.put(self.mailbox.address, WATCH_KEY, json.dumps(state))
         return state
 
+    async def moved(self) -> bool:
+        """Did the topic or the push endpoint change since the watch was last installed?"""
+        state = await self.state()
+        return state is not None and (
+            state.get("topic") != self.topic
+            or state.get("audience", self.mailbox.gmail.push_audience)
+            != self.mailbox.gmail.push_audience
+        )
+
     async def renew_due(self, now: float | None = None) -> bool:
-        """Renew when missing, older than `watch_renew_s`, or within a day of expiry."""
+        """Renew when missing, moved, older than `watch_renew_s`, or within a day of expiry."""
         now = time.time() if now is None else now
         state = await self.state()
         due = (
             state is None
-            or state.get("topic") != self.topic
+            or await self.moved()
             or now - float(state.get("renewed_at", 0)) >= self.mailbox.gmail.watch_renew_s
             or int(state.get("expiration_ms", 0)) <= (now + 86_400) * 1000
         )
@@ -84,7 +103,12 @@ class GmailWatch:
 
 
 class PushVerifier:
-    """Verifies Pub/Sub push OIDC tokens; Google's certs are cached for their max-age."""
+    """Verifies Pub/Sub push OIDC tokens; Google's certs are cached for their max-age.
+
+    A token whose `kid` is not among the cached certs refreshes them (Google rotates its
+    keys), but at most once per `refresh_min_s`: forged tokens with made-up key ids would
+    otherwise cost one certificate download each.
+    """
 
     def __init__(
         self,
@@ -93,15 +117,22 @@ class PushVerifier:
         certs_url: str = GOOGLE_CERTS_URL,
         *,
         timeout_s: float = 10.0,
+        refresh_min_s: float = CERTS_REFRESH_MIN_S,
     ) -> None:
         self.audience = audience
         self.service_account = service_account.lower()
         self.certs_url = certs_url
         self.timeout_s = timeout_s
+        self.refresh_min_s = refresh_min_s
         self._certs: dict[str, str] = {}
         self._expires = 0.0
+        self._fetched_at = -float("inf")
+        self._lock = threading.Lock()
+        self.fetches = 0
 
     def _fetch_certs(self) -> dict[str, str]:
+        self._fetched_at = time.monotonic()
+        self.fetches += 1
         resp, content = httplib2.Http(timeout=self.timeout_s).request(self.certs_url, "GET")
         if resp.status != 200:
             raise ValueError(f"cannot fetch certs from {self.certs_url}: HTTP {resp.status}")
@@ -115,9 +146,14 @@ class PushVerifier:
         return self._certs
 
     def certs(self, kid: str | None) -> dict[str, str]:
-        if not self._certs or time.monotonic() > self._expires or (kid and kid not in self._certs):
-            return self._fetch_certs()
-        return self._certs
+        with self._lock:  # verifications run in worker threads: one download at a time
+            now = time.monotonic()
+            if not self._certs or now > self._expires:
+                return self._fetch_certs()
+            unknown = bool(kid) and kid not in self._certs
+            if unknown and now - self._fetched_at >= self.refresh_min_s:
+                return self._fetch_certs()
+            return self._certs
 
     def verify(self, token: str) -> dict[str, Any]:
         """The token's claims, or ValueError saying what is wrong."""
@@ -135,6 +171,27 @@ class PushVerifier:
         if claims.get("email_verified") is not True:
             raise ValueError("push service account email is not verified")
         return claims
+
+
+class SeenMessages:
+    """Pub/Sub message ids already acted on, for the subscription's retention window."""
+
+    def __init__(self, window_s: float = DEDUP_WINDOW_S, limit: int = DEDUP_MAX) -> None:
+        self.window_s = window_s
+        self.limit = limit
+        self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def first_time(self, message_id: str, now: float | None = None) -> bool:
+        """True the first time `message_id` is offered (within the window), then False."""
+        now = time.monotonic() if now is None else now
+        while self._seen and (
+            len(self._seen) >= self.limit or next(iter(self._seen.values())) < now - self.window_s
+        ):
+            self._seen.popitem(last=False)
+        if message_id in self._seen:
+            return False
+        self._seen[message_id] = now
+        return True
 
 
 def decode_push(body: Any) -> tuple[str, int | None]:
@@ -172,8 +229,12 @@ def webhook_routes(
         )
     known = {a.lower() for a in addresses}
     tasks: set[asyncio.Future[None]] = set()
+    seen = SeenMessages()
 
     async def receive(request: Request) -> Response:
+        declared = request.headers.get("content-length", "").strip()
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            return BadBody(413, f"body larger than {MAX_BODY_BYTES} bytes").response()
         auth = request.headers.get("authorization", "")
         if not auth.lower().startswith("bearer "):
             return PlainTextResponse("missing bearer token", status_code=401)
@@ -183,12 +244,22 @@ def webhook_routes(
             log.warning("gmail push rejected: %s", exc)
             return PlainTextResponse("invalid token", status_code=403)
         try:
-            address, history_id = decode_push(await request.json())
-        except ValueError as exc:  # acknowledged: a redelivery would not fix it
+            body = await read_json(request)
+            address, history_id = decode_push(body)
+        except BadBody as exc:
+            if exc.status == 413:
+                return exc.response()
+            log.warning("gmail push ignored: %s", exc)  # acknowledged: redelivery won't fix it
+            return Response(status_code=204)
+        except ValueError as exc:
             log.warning("gmail push ignored: %s", exc)
             return Response(status_code=204)
         if address not in known:
             log.warning("gmail push for an unconfigured mailbox ignored")
+            return Response(status_code=204)
+        message_id = str(body["message"].get("messageId") or "")
+        if message_id and not seen.first_time(message_id):
+            log.debug("gmail push %s delivered again: acknowledged, nothing to do", message_id)
             return Response(status_code=204)
         task = asyncio.ensure_future(trigger(address))
         tasks.add(task)
@@ -221,6 +292,25 @@ class GmailPush:
                 log.error("gmail %s skipped for %s: %s", what, watch.mailbox.describe(), exc)
 
     async def install(self) -> None:
+        """(Re)start every watch; a changed topic or endpoint is re-aimed and reported.
+
+        The watch names only the topic: where Pub/Sub delivers is the push subscription's
+        endpoint, which the Google Cloud admin sets (manifest/google/INSTALL.md).
+        """
+        for watch in self.watches:
+            if await watch.moved():
+                state = await watch.state() or {}
+                log.warning(
+                    "gmail %s: push moved from %s (%s) to %s (%s); point the Pub/Sub push "
+                    "subscription at the new endpoint: gcloud pubsub subscriptions "
+                    "modify-push-config SUBSCRIPTION --push-endpoint=%s",
+                    watch.mailbox.describe(),
+                    state.get("audience"),
+                    state.get("topic"),
+                    self.gmail.push_audience,
+                    watch.topic,
+                    self.gmail.push_audience,
+                )
         await self._each("watch", lambda w: w.install())
 
     async def renew_due(self) -> None:

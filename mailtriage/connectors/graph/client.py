@@ -33,6 +33,7 @@ from msgraph.graph_request_adapter import GraphRequestAdapter
 from msgraph.graph_service_client import GraphServiceClient
 from msgraph_core import GraphClientFactory
 
+from mailtriage.connectors.graph.bounded import BoundedTransport
 from mailtriage.core.config import GraphSettings, read_secret
 from mailtriage.core.errors import ConfigError
 from mailtriage.core.metrics import THROTTLED
@@ -240,9 +241,9 @@ def build_client(
     `adapter.base_url` is set explicitly: without it the SDK requests `/v1.0//users/...`.
     """
     base = settings.base_url.rstrip("/")
-    transport = GraphTransport(
-        inner_transport, max_concurrency=settings.max_concurrency, policy=policy
-    )
+    # Message reads have their long JSON strings (bodies) cut as they stream: bounded.py.
+    bounded = BoundedTransport(inner_transport or httpx.AsyncHTTPTransport())
+    transport = GraphTransport(bounded, max_concurrency=settings.max_concurrency, policy=policy)
     http = GraphClientFactory.create_with_default_middleware(
         client=httpx.AsyncClient(base_url=base, transport=transport, timeout=settings.timeout_s),
         options={RetryHandlerOption.get_key(): RetryHandlerOption(max_retries=0)},

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from mailtriage.core.extract import MAX_TEXT_CHARS
 from mailtriage.core.message import KEPT_HEADERS, Address, Attachment, Message
 from mailtriage.core.text import clean_body
 
@@ -93,7 +94,8 @@ def to_message(mailbox: str, gm: Json, attachments: list[Attachment] | None = No
     content = str(body.get("content") or "")
     is_html = str(body.get("contentType") or "").lower() == "html"
     subject = str(gm.get("subject") or "")
-    text = clean_body(content, html=is_html, subject=subject) if content else ""
+    # The same bound as RFC 822 extraction: the model reads far less than this anyway.
+    text = clean_body(content, html=is_html, subject=subject)[:MAX_TEXT_CHARS] if content else ""
     return Message(
         mailbox=mailbox,
         provider_id=str(gm["id"]),

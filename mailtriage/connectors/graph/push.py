@@ -11,6 +11,7 @@ import hmac
 import json
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,6 +27,7 @@ from mailtriage.connectors.graph.errors import map_graph_errors
 from mailtriage.core.config import Settings, read_secret
 from mailtriage.core.errors import ConfigError, MailtriageError, NotFoundError
 from mailtriage.core.ports import StateStore
+from mailtriage.core.webhook import BadBody, read_json
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,8 @@ LIFECYCLE_PATH = "/hooks/graph/lifecycle"
 SUB_KEY = "graph.subscription"
 STATE_OWNER = "_graph"  # StateStore "mailbox" for tenant-wide values
 CLIENT_STATE_KEY = "graph.client_state"
+# Unknown subscription ids in notifications re-read the stored ones at most this often.
+REREAD_S = 10.0
 
 
 def _iso(dt: datetime) -> str:
@@ -73,6 +77,7 @@ class GraphPush:
         self._owns_client = owns_client
         self._client_state: str | None = None
         self._by_sub: dict[str, str] = {}
+        self._reread_after = 0.0
         self._tasks: set[asyncio.Task[Any]] = set()
         self.errors: dict[str, str] = {}
 
@@ -113,7 +118,8 @@ class GraphPush:
 
     async def _save(self, address: str, sub_id: str, expires: datetime) -> None:
         self._by_sub[sub_id] = address
-        await self.store.put(address, SUB_KEY, json.dumps({"id": sub_id, "expires": _iso(expires)}))
+        record = {"id": sub_id, "expires": _iso(expires), "url": self.notification_url}
+        await self.store.put(address, SUB_KEY, json.dumps(record))
 
     def _expiry(self) -> datetime:
         return datetime.now(UTC) + timedelta(minutes=self.settings.graph.subscription_minutes)
@@ -171,8 +177,35 @@ class GraphPush:
         stored = await self._stored(address)
         if stored is None:
             await self.create(address)
+        elif await self._aimed_elsewhere(address, stored):
+            # public_url or the webhook path changed: a renewal would keep notifications
+            # going to the old address, so the subscription is moved instead.
+            log.warning(
+                "graph %s: subscription %s notifies %s; moving it to %s",
+                address,
+                stored["id"],
+                stored.get("url") or "another URL",
+                self.notification_url,
+            )
+            await self._delete(address, stored["id"])
+            await self.store.put(address, SUB_KEY, None)
+            await self.create(address)
         else:
             await self.renew(address)
+
+    async def _aimed_elsewhere(self, address: str, stored: dict[str, str]) -> bool:
+        """Does the stored subscription notify another URL than the configured one?
+
+        Records written before the URL was stored are checked against Graph itself.
+        """
+        if "url" in stored:
+            return stored["url"] != self.notification_url
+        try:
+            with map_graph_errors(address):
+                sub = await self.client.sdk.subscriptions.by_subscription_id(stored["id"]).get()
+        except NotFoundError:
+            return False  # gone: the renewal recreates it at the configured URL
+        return sub is not None and sub.notification_url != self.notification_url
 
     async def renew_due(self) -> None:
         """Renew subscriptions that expire within `graph.renew_before_minutes`."""
@@ -236,7 +269,10 @@ class GraphPush:
         return webhook_routes(self, trigger)
 
     async def address_of(self, subscription_id: str) -> str | None:
-        if subscription_id not in self._by_sub:
+        """The mailbox of a subscription; the stored ones are re-read at most every 10 s,
+        so a body full of unknown ids costs no database read per item."""
+        if subscription_id not in self._by_sub and time.monotonic() >= self._reread_after:
+            self._reread_after = time.monotonic() + REREAD_S
             for address in self.mailboxes:
                 await self._stored(address)
         return self._by_sub.get(subscription_id)
@@ -264,10 +300,8 @@ def _validation(request: Request) -> Response | None:
 
 
 async def _notifications(request: Request) -> list[dict[str, Any]] | None:
-    try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        return None
+    """The notification items; BadBody when the body is too large or not JSON."""
+    body = await read_json(request)
     value = body.get("value") if isinstance(body, dict) else None
     return [n for n in value if isinstance(n, dict)] if isinstance(value, list) else None
 
@@ -275,25 +309,49 @@ async def _notifications(request: Request) -> list[dict[str, Any]] | None:
 def webhook_routes(push: GraphPush, trigger: Trigger) -> list[Route]:
     """`POST /hooks/graph` (changes) and `POST /hooks/graph/lifecycle` (lifecycle events)."""
 
-    async def valid(n: dict[str, Any]) -> str | None:
-        expected = await push.client_state()
-        got = str(n.get("clientState") or "")
-        if not hmac.compare_digest(got.encode(), expected.encode()):
-            log.warning("graph webhook: notification with a wrong clientState rejected")
-            return None
-        return await push.address_of(str(n.get("subscriptionId") or ""))
+    async def accept(items: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+        """The items with the right clientState and a known subscription, with their mailbox.
+
+        Rejections are summarised in one log line per request, whatever their number.
+        """
+        expected = (await push.client_state()).encode()
+        accepted: list[tuple[str, dict[str, Any]]] = []
+        wrong_state = unknown = 0
+        for n in items:
+            got = str(n.get("clientState") or "").encode()
+            if not hmac.compare_digest(got, expected):
+                wrong_state += 1
+                continue
+            address = await push.address_of(str(n.get("subscriptionId") or ""))
+            if address is None:
+                unknown += 1
+            else:
+                accepted.append((address, n))
+        if wrong_state or unknown:
+            log.warning(
+                "graph webhook: %d of %d notifications rejected "
+                "(%d with a wrong clientState, %d for an unknown subscription)",
+                wrong_state + unknown,
+                len(items),
+                wrong_state,
+                unknown,
+            )
+        return accepted
 
     def endpoint(act: Callable[[list[tuple[str, dict[str, Any]]]], None]) -> Any:
-        """Handshake, parse, check clientState, hand the valid items to `act`, ack 202."""
+        """Handshake, bounded parse, check clientState, hand the valid items to `act`, 202."""
 
         async def handle(request: Request) -> Response:
             handshake = _validation(request)
             if handshake is not None:
                 return handshake
-            items = await _notifications(request)
+            try:
+                items = await _notifications(request)
+            except BadBody as exc:
+                return exc.response()
             if items is None:
                 return PlainTextResponse("bad notification body", status_code=400)
-            accepted = [(a, n) for n in items if (a := await valid(n))]
+            accepted = await accept(items)
             if items and not accepted:
                 return PlainTextResponse("rejected", status_code=403)
             act(accepted)

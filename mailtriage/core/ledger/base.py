@@ -9,11 +9,12 @@ from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from mailtriage.core.errors import LedgerError
+from mailtriage.core.errors import ConfigError, DatabaseUnavailableError, LedgerError
 from mailtriage.core.ledger.schema import Base, migrate
+from mailtriage.core.preflight import state_url_problem
 
 T = TypeVar("T")
 
@@ -33,6 +34,12 @@ def _make_engine(url: str) -> Engine:
     return engine
 
 
+def first_line(exc: BaseException | None) -> str:
+    """The first non-empty line of an error: drivers add SQL, hints and links below it."""
+    text = str(exc or "").strip()
+    return next((line.strip() for line in text.splitlines() if line.strip()), "no detail")
+
+
 class LedgerBase:
     """The engine, one-transaction sessions, and the upsert every concern needs.
 
@@ -41,11 +48,20 @@ class LedgerBase:
     """
 
     def __init__(self, url: str, *, store_text: bool = False) -> None:
+        """Connect and migrate. A malformed URL is a ConfigError; a database that cannot
+        be reached is a one-line DatabaseUnavailableError (exit code 3)."""
+        problem = state_url_problem(url)
+        if problem:
+            raise ConfigError(problem)
         try:
             self.engine = _make_engine(url)
             migrate(self.engine)
+        except DBAPIError as exc:
+            raise DatabaseUnavailableError(
+                f"state database {self._redacted(url)}: cannot connect: {first_line(exc.orig)}"
+            ) from exc
         except SQLAlchemyError as exc:
-            raise LedgerError(f"state database {self._redacted(url)}: {exc}") from exc
+            raise LedgerError(f"state database {self._redacted(url)}: {first_line(exc)}") from exc
         self.store_text = store_text
         self.url = url
 

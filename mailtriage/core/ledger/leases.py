@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
@@ -44,6 +44,17 @@ class Leases(LedgerBase):
     def release_lease(self, mailbox: str, owner: str) -> None:
         with self.session() as s:
             s.execute(delete(LeaseRow).where(LeaseRow.mailbox == mailbox, LeaseRow.owner == owner))
+
+    def lease_expiry(self, mailbox: str) -> datetime | None:
+        """When the live lease on `mailbox` runs out (None: no live lease).
+
+        A process that found the lease taken asks again at that moment, so a holder that
+        died (kill -9) is replaced as soon as its lease lapses, not an interval later.
+        """
+        with self.session() as s:
+            row = s.get(LeaseRow, mailbox)
+            expires = aware(row.expires_at) if row is not None else None
+            return expires if expires is not None and expires >= utcnow() else None
 
     def lease_owner(self, mailbox: str) -> str | None:
         with self.session() as s:

@@ -16,7 +16,14 @@ from mailtriage.core.actions import ActionPlan
 from mailtriage.core.decision import Decision
 from mailtriage.core.ledger.base import LedgerBase
 from mailtriage.core.ledger.records import Record, action_to_json, snapshot
-from mailtriage.core.ledger.schema import ActionRow, ActionState, MessageRow, Status, utcnow
+from mailtriage.core.ledger.schema import (
+    ActionRow,
+    ActionState,
+    MessageRow,
+    Status,
+    aware,
+    utcnow,
+)
 from mailtriage.core.message import Message
 
 
@@ -192,6 +199,18 @@ class Messages(LedgerBase):
                 .order_by(MessageRow.id)
             ).all()
             return [snapshot(r) for r in rows]
+
+    def next_retry_at(self, mailbox: str) -> datetime | None:
+        """When the earliest failed row of `mailbox` becomes due (the retry schedule)."""
+        with self.session() as s:
+            value = s.scalar(
+                select(func.min(MessageRow.next_attempt_at)).where(
+                    MessageRow.mailbox == mailbox,
+                    MessageRow.status == Status.FAILED,
+                    MessageRow.next_attempt_at.is_not(None),
+                )
+            )
+            return aware(value)
 
     def claim_retry(self, rec: Record, owner: str) -> bool:
         """Take a due row for a retry; False when another worker took it first.
