@@ -460,8 +460,9 @@ def risk_coverage_html(points: Sequence[CoveragePoint]) -> str:
 
 
 def reliability_svg(bins: Sequence[ReliabilityBin], size: int = 320) -> str:
-    """A reliability diagram: per confidence bin, a bar of its accuracy, against the
-    diagonal a calibrated model follows. Empty bins draw nothing."""
+    """A reliability diagram: per confidence bin, a bar of its accuracy and a dot at its
+    mean confidence, against the diagonal a calibrated model follows. Empty bins draw
+    nothing."""
     pad = 30
     inner = size - 2 * pad
     parts = [
@@ -482,10 +483,22 @@ def reliability_svg(bins: Sequence[ReliabilityBin], size: int = 320) -> str:
             f"height='{height:.1f}' fill='hsla(210,70%,50%,0.7)' stroke='#fff'>"
             f"<title>{b.low:.1f}-{b.high:.1f}: {b.count} messages, confidence "
             f"{b.confidence:.2f}, accuracy {b.accuracy:.2f}</title></rect>"
+            # the bin's (mean confidence, accuracy): visible even where accuracy is 0
+            f"<circle cx='{pad + b.confidence * inner:.1f}' cy='{pad + inner - height:.1f}' "
+            "r='3' fill='#c33'/>"
+        )
+    for tick in (0.0, 0.5, 1.0):
+        x = pad + tick * inner
+        y = pad + inner - tick * inner
+        parts.append(
+            f"<text x='{x:.0f}' y='{pad + inner + 13}' font-size='10' "
+            f"text-anchor='middle'>{tick:g}</text>"
+            f"<text x='{pad - 4}' y='{y + 3:.0f}' font-size='10' text-anchor='end'>{tick:g}</text>"
         )
     parts.append(
-        f"<text x='{pad}' y='{size - 8}' font-size='11'>confidence →</text>"
-        f"<text x='4' y='{pad - 10}' font-size='11'>accuracy ↑</text></svg>"
+        f"<text x='{pad + inner / 2:.0f}' y='{size - 4}' font-size='11' "
+        "text-anchor='middle'>confidence →</text>"
+        f"<text x='4' y='{pad - 10}' font-size='11'>accuracy ↑ (dashed: calibrated)</text></svg>"
     )
     return "".join(parts)
 
