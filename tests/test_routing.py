@@ -4,6 +4,7 @@ against hand-computed values or exact properties (the optimum's gradient is zero
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -309,3 +310,30 @@ def test_a_category_without_learned_examples_keeps_its_description() -> None:
     assert model.kind == "head"
     probs = model.probabilities(np.eye(3))
     assert probs.argmax(axis=1).tolist() == [0, 1, 2]
+
+
+def test_learn_recommends_a_threshold_from_the_history(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After `learn`, the history's cross-validated predictions give a min_confidence."""
+    from mailtriage.cli import learn as learn_cli
+    from mailtriage.core import learn as core_learn
+    from mailtriage.core.ledger import Ledger
+
+    embedder = KeywordEmbedder(["invoice", "job", "due", "apply"])
+    monkeypatch.setattr(core_learn, "get_embedder", lambda settings: embedder)
+    settings = parse_settings(CONFIG)
+    ledger = Ledger(f"sqlite:///{tmp_path / 'state.sqlite'}")
+    box = "contact@example.fr"
+    learn_cli.advise_threshold(settings, ledger, box, 0.95)
+    assert "no threshold recommendation yet" in " ".join(capsys.readouterr().out.split())
+    for i in range(10):
+        for key, text in (("invoice", f"invoice {i} due"), ("job", f"job apply {i}")):
+            vector = embedder.encode([text])[0]
+            ledger.add_example(box, key, text, source="history", embedding=list(vector))
+    learn_cli.advise_threshold(settings, ledger, box, 0.95)
+    out = " ".join(capsys.readouterr().out.split())  # rich wraps at the terminal's width
+    assert "calibrated on 20 learned examples" in out
+    assert "risk-coverage" in out
+    # Keyword-separable history: every held-out prediction is right, at any threshold.
+    assert "min_confidence = 0.00: precision 1.000 on routed mail (20/20)" in out
