@@ -293,7 +293,7 @@ def crossover(args: argparse.Namespace) -> None:
             vectors = vectors_for(backend, name.replace(" ", "-"), texts, args.cache)
             embedder = get_embedder(EmbeddedSettings(backend=backend, threads=2))
             config_vectors = [embedder.encode([category_text(c), *c.examples]) for c in cats]
-            temperature = profile_of(embedder).temperature
+            prior_temperature = profile_of(embedder).head_temperature
             cells = []
             for k in shots:
                 proto, head = [], []
@@ -303,7 +303,7 @@ def crossover(args: argparse.Namespace) -> None:
                     groups = {int(c): x[y == c].astype(np.float32) for c in np.unique(y)}
                     protos = prototype_matrix(config_vectors, groups)
                     proto.append(float(((vectors[test] @ protos.T).argmax(1) == gold[test]).mean()))
-                    fitted = fit_anchored_head(config_vectors, x, y, temperature)
+                    fitted = fit_anchored_head(config_vectors, x, y, prior_temperature)
                     head.append(
                         float((fitted.logits(vectors[test]).argmax(1) == gold[test]).mean())
                     )

@@ -76,14 +76,13 @@ CV_FOLDS = 5
 # full rebuild of 1,400 examples took ~10-40 s, a refit ~1 s.
 RECALIBRATE_SHARE = 0.1
 SCORERS = ("prototypes", "head")
-# The head's prior (the prototypes) counts like this many examples in its loss, with its
-# logits read at HEAD_PRIOR_SOFTENING times the zero-shot temperature. Both weak, so that
-# examples dominate: on SpamAssassin (e5, 5 seeds, 8 / 32 shots) the head reached 0.909 /
-# 0.956 accuracy like a plain logistic regression (0.914 / 0.957), where the prior at the
-# zero-shot temperature held it at 0.873 / 0.945. Where the descriptions matter more than
-# a few examples (support-tickets), the cross-validation keeps the prototypes.
+# The head's prior (the prototypes, their cosines read at the profile's head_temperature)
+# counts like this many examples in its loss. Weak, so that examples dominate: on
+# SpamAssassin (e5, 5 seeds, 8 / 32 shots) the head reached 0.909 / 0.956 accuracy like a
+# plain logistic regression (0.914 / 0.957), where a prior at a 5x sharper temperature held
+# it at 0.873 / 0.945. Where the descriptions matter more than a few examples
+# (support-tickets), the cross-validation keeps the prototypes.
 HEAD_PRIOR_STRENGTH = 0.1
-HEAD_PRIOR_SOFTENING = 5.0
 # Encoded learned-example texts kept in memory (examples without a stored vector).
 _CACHE_LIMIT = 20_000
 
@@ -144,15 +143,15 @@ def fit_anchored_head(
     config: Sequence[Vectors],
     vectors: Array,
     labels: npt.NDArray[np.int64],
-    temperature: float,
+    prior_temperature: float,
     init: Head | None = None,
 ) -> Head:
     """The linear head on the configuration's texts and `vectors` (labels: category
-    indices), its prior the configuration's prototypes at a softened `temperature`."""
+    indices), its prior the configuration's prototypes at `prior_temperature`."""
     x, y = _head_data(config, vectors, labels)
     mean, scale = standardiser(x)
     protos = prototype_matrix(config, {})
-    prior = prototype_head(protos, temperature * HEAD_PRIOR_SOFTENING, mean, scale)
+    prior = prototype_head(protos, prior_temperature, mean, scale)
     if init is not None and init.weights.shape == prior.weights.shape:
         init = Head(init.weights, init.bias, mean, scale)
     else:
@@ -282,7 +281,7 @@ def build_model(
         # A correction or two: refit the chosen scorer (warm start), keep the fitted
         # temperature and held-out predictions until the examples grew by a tenth.
         head = (
-            fit_anchored_head(config, x, y, base_temperature, init)
+            fit_anchored_head(config, x, y, profile.head_temperature, init)
             if previous.head is not None
             else None
         )
@@ -301,7 +300,7 @@ def build_model(
         return prototype_logits(protos, test, profile.none_similarity)
 
     def head_scores(tx: Array, ty: Array, test: Array) -> Array:
-        head = fit_anchored_head(base, tx, ty.astype(np.int64), base_temperature, init)
+        head = fit_anchored_head(base, tx, ty.astype(np.int64), profile.head_temperature, init)
         return head.logits(test)
 
     # kind -> (held-out logits, fitted temperature, held-out log-loss, held-out accuracy)
@@ -327,7 +326,9 @@ def build_model(
         Scored(keys[int(p)], keys[int(g)], float(probs[i, p]))
         for i, (p, g) in enumerate(zip(predicted, ly, strict=True))
     )
-    head = fit_anchored_head(config, x, y, base_temperature, init) if kind == "head" else None
+    head = (
+        fit_anchored_head(config, x, y, profile.head_temperature, init) if kind == "head" else None
+    )
     return CategoryModel(
         keys=model.keys,
         names=model.names,
