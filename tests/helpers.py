@@ -11,7 +11,9 @@ from typing import Any
 from mailtriage.core.config import Settings, parse_settings
 from mailtriage.core.decision import ConfidenceSource, Decision
 from mailtriage.core.errors import ClassifierError
+from mailtriage.core.intents import NO_INTENT, Intent
 from mailtriage.core.message import Address, Message
+from mailtriage.core.ports import ActionResult
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "manifest" / "mailtriage.example.toml"
 _ids = itertools.count(1)
@@ -78,3 +80,21 @@ def by_subject(message: Message) -> tuple[str, float]:
     tag = message.subject.split("]")[0].lstrip("[")
     key, _, conf = tag.partition(":")
     return key, float(conf) if conf else 0.9
+
+
+class ScriptedJournal:
+    """A `Journal` with given intents that keeps what the connector reports."""
+
+    def __init__(self, *intents: Intent) -> None:
+        self.intents = list(intents)
+        self.notes: list[tuple[int, str]] = []
+        self.results: dict[int, ActionResult] = {}
+
+    def intent(self, index: int) -> Intent:
+        return self.intents[index] if index < len(self.intents) else NO_INTENT
+
+    async def note(self, index: int, evidence: str) -> None:
+        self.notes.append((index, evidence))
+
+    async def record(self, index: int, result: ActionResult) -> None:
+        self.results[index] = result

@@ -9,6 +9,7 @@ import time
 
 import google_auth_httplib2
 import httplib2
+import httpx
 import jwt
 import pytest
 from google.auth.exceptions import RefreshError
@@ -309,3 +310,22 @@ def test_watch_and_signed_push_verifiable_with_google_auth(gm: GmailEmulator) ->
     finally:
         server.should_exit = True
         thread.join(5)
+
+
+def test_lost_answers_and_executed_hooks(gm: GmailEmulator) -> None:
+    """messages.send is done, then its answer is lost; a hook runs before the answer."""
+    token = gm.state.issue_token(SHARED, frozenset({MODIFY}))
+    url = f"{gm.url}gmail/v1/users/{SHARED}/messages/send"
+    raw = rfc822(subject="hello", to="someone@elsewhere.example")
+    seen: list[str] = []
+    gm.on_executed("messages.send", lambda e: seen.append(e.detail["to"]))
+    gm.lose_response("messages.send", "503")
+    body = {"raw": base64.urlsafe_b64encode(raw).decode()}
+    headers = {"Authorization": f"Bearer {token}"}
+    r = httpx.post(url, json=body, headers=headers)
+    assert r.status_code == 503 and r.json()["error"]["status"] == "UNAVAILABLE"
+    assert len(gm.outbound("someone@elsewhere.example")) == 1 and seen
+    gm.lose_response("messages.send", "drop")
+    with pytest.raises(httpx.RemoteProtocolError):
+        httpx.post(url, json=body, headers=headers)
+    assert len(gm.outbound("someone@elsewhere.example")) == 2  # done twice: sent twice

@@ -159,12 +159,17 @@ async def test_apply_full_plan_natively(emu: GraphEmulator, mailbox: GraphMailbo
     (fwd,) = emu.folder_messages(RH, "Inbox")
     assert fwd.subject == "FW: Candidature technicien de maintenance"
     assert [r["emailAddress"]["address"] for r in fwd.reply_to] == [CUSTOMER]
-    headers = {h["name"]: h["value"] for h in fwd.headers}
-    assert headers["X-Mailtriage"] == f"forwarded; mailbox={SHARED}"
-    assert headers["X-Mailtriage-Origin"] == stored.internet_message_id
+    headers = {h["name"].lower(): h["value"] for h in fwd.headers}
+    assert headers["x-mailtriage"].startswith(f"forwarded; mailbox={SHARED}; id=mtf-")
+    assert headers["x-mailtriage-origin"] == stored.internet_message_id
     assert "Routed by mailtriage to RH" in fwd.body
     assert len(emu.folder_messages(SHARED, "Sent Items")) == 1
     assert emu.folder_messages(SHARED, "Drafts") == []
+    # set entirely at creation: createForward then send, nothing PATCHed on the draft
+    assert [e.kind for e in emu.executed if e.kind != "patch" or e.target != stored.immutable_id][
+        -2:
+    ] == ["createForward", "send"]
+    assert not any(e.kind == "patch" and e.target != stored.immutable_id for e in emu.executed)
     # the folder ids are cached: a second move resolves nothing again
     lookups = emu.count("GET", "childFolders")
     other = deliver_application(emu, subject="second")

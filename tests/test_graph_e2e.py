@@ -135,7 +135,9 @@ async def test_push_notification_to_native_actions(
     assert moved.categories == ["RH"]
     (fwd,) = forwards(emu, "rh")
     assert [r["emailAddress"]["address"] for r in fwd.reply_to] == ["jeanne@perso.example"]
-    assert {h["name"]: h["value"] for h in fwd.headers}["X-Mailtriage"].startswith("forwarded")
+    assert {h["name"].lower(): h["value"] for h in fwd.headers}["x-mailtriage"].startswith(
+        "forward"
+    )
     assert emu.message(SHARED, stored.immutable_id).ext_props  # processed marker set
     assert [n.status for n in emu.notifications] == [202]
     assert all(forwards(emu, k) == [] for k in ("devis", "fournisseurs", "clients"))

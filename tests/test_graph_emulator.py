@@ -95,27 +95,47 @@ def test_body_preference_and_headers(emu: GraphEmulator, http: httpx.Client) -> 
     assert plain["body"]["contentType"] == "html" and "internetMessageHeaders" not in plain
 
 
+HEADER_SET = "{00020386-0000-0000-C000-000000000046}"
+FORWARD_ID = "String {6c2f0b8e-3d41-4a7e-9b55-7a1d2e4c9f30} Name MailtriageForward"
+DEPT = [{"emailAddress": {"address": "dept@example.com"}}]
+
+
 def test_forward_draft_rules(emu: GraphEmulator, http: httpx.Client) -> None:
+    """createForward takes everything at creation; headers cannot be PATCHed afterwards."""
     m = emu.deliver(BOX, subject="Devis", body="b", sender="client@x.org")
-    draft = http.post(msg_url(m.rest_id) + "/createForward", json={"Comment": "FYI"}).json()
-    bad = http.patch(
-        msg_url(draft["id"]),
-        json={"internetMessageHeaders": [{"name": "Mailtriage", "value": "1"}]},
-    )
-    assert bad.status_code == 400 and "x-" in bad.json()["error"]["message"]
-    ok = http.patch(
-        msg_url(draft["id"]),
+    url = msg_url(m.rest_id) + "/createForward"
+    neither = http.post(url, json={"Comment": "FYI"})
+    both = http.post(url, json={"ToRecipients": DEPT, "Message": {"toRecipients": DEPT}})
+    assert neither.status_code == both.status_code == 400
+    draft = http.post(
+        url,
         json={
-            "toRecipients": [{"emailAddress": {"address": "dept@example.com"}}],
-            "replyTo": [{"emailAddress": {"address": "client@x.org"}}],
-            "internetMessageHeaders": [{"name": "X-Mailtriage", "value": "forwarded"}],
+            "Comment": "FYI",
+            "Message": {
+                "toRecipients": DEPT,
+                "replyTo": [{"emailAddress": {"address": "client@x.org"}}],
+                "singleValueExtendedProperties": [
+                    {"id": FORWARD_ID, "value": "mtf-1"},
+                    {"id": f"String {HEADER_SET} Name x-mailtriage", "value": "forwarded"},
+                ],
+            },
         },
     )
-    assert ok.status_code == 200
-    assert http.post(msg_url(draft["id"]) + "/send").status_code == 202
+    assert draft.status_code == 201
+    draft_id = draft.json()["id"]
+    late = http.patch(
+        msg_url(draft_id),
+        json={"internetMessageHeaders": [{"name": "X-Mailtriage", "value": "forwarded"}]},
+    )
+    assert late.status_code == 400  # settable only when the message is created
+    assert http.post(msg_url(draft_id) + "/send").status_code == 202
     (got,) = emu.folder_messages("dept@example.com")
-    assert got.headers == [{"name": "X-Mailtriage", "value": "forwarded"}]
+    assert got.headers == [{"name": "x-mailtriage", "value": "forwarded"}]
+    assert got.ext_props == {f"String {HEADER_SET} Name x-mailtriage": "forwarded"}
     assert got.reply_to[0]["emailAddress"]["address"] == "client@x.org"
+    flt = f"singleValueExtendedProperties/any(ep: ep/id eq '{FORWARD_ID}' and ep/value eq 'MTF-1')"
+    found = http.get(f"{emu.base_url}/users/{BOX}/messages", params={"$filter": flt}).json()
+    assert [v["isDraft"] for v in found["value"]] == [False]  # the sent copy keeps its id
 
 
 def test_extended_property_expand_and_filter(emu: GraphEmulator, http: httpx.Client) -> None:
@@ -162,3 +182,19 @@ def test_permissions_per_mailbox(emu: GraphEmulator, http: httpx.Client) -> None
     r = http.get("/mailFolders/inbox")
     assert r.status_code == 503 and r.headers["retry-after"] == "2"
     assert http.get("/mailFolders/inbox").json()["displayName"] == "Inbox"
+
+
+def test_lost_answers_and_executed_hooks(emu: GraphEmulator, http: httpx.Client) -> None:
+    """A write is done, then its answer is lost; a hook runs before the answer leaves."""
+    m = emu.deliver(BOX, subject="s", body="b", sender="a@x.org")
+    seen: list[tuple[str, str | None]] = []
+    emu.on_executed("move", lambda e: seen.append((e.kind, emu.where(BOX, e.target))))
+    emu.lose_response("move", "504")
+    r = http.post(msg_url(m.immutable_id) + "/move", json={"destinationId": "archive"})
+    assert r.status_code == 504 and emu.where(BOX, m.immutable_id) == "Archive"
+    assert seen == [("move", "Archive")]
+    emu.lose_response("patch", "drop")
+    with pytest.raises(httpx.RemoteProtocolError):
+        http.patch(msg_url(m.immutable_id), json={"isRead": True})
+    assert emu.message(BOX, m.immutable_id).is_read  # done, though never answered
+    assert [e.kind for e in emu.executed] == ["move", "patch"]

@@ -138,4 +138,49 @@ def test_concurrent_first_start_migrates_once(url: str) -> None:
         ledgers = list(pool.map(lambda _: Ledger(url), range(4)))
     with ledgers[0].engine.connect() as conn:
         versions = conn.execute(text("SELECT version FROM schema_version")).scalars().all()
-    assert versions == [SCHEMA_VERSION]
+    assert versions == list(range(1, SCHEMA_VERSION + 1))  # each step once
+
+
+def test_intents_are_recorded_before_and_results_after(url: str) -> None:
+    from mailtriage.core.intents import forward_key
+
+    ledger = Ledger(url)
+    m = make_message("[rh] CV", mailbox=BOX)
+    row = ledger.claim(m, "worker-a")
+    assert row is not None
+    plan = ActionPlan("rh", (Label("RH"), Forward(("rh@x.fr",), "n", "c@y.fr")))
+    ledger.record_decision(row.id, Decision("rh", 0.9, "r", "llm"), plan, routed_to_review=False)
+    first = ledger.begin_actions(row.id, [0, 1], "worker-a")
+    assert first is not None and [i.earlier for i in first] == [False, False]
+    assert first[1].key == forward_key(BOX, m.provider_id, "rh") and first[0].key == ""
+    assert ledger.begin_actions(row.id, [0, 1], "worker-b") is None  # not its row
+    ledger.record_action(row.id, 0, ok=True)
+    ledger.note_action(row.id, 1, "send:draft-1@1700000000")
+    again = ledger.begin_actions(row.id, [1], "worker-a")  # a resume
+    assert again is not None and again[0].earlier and again[0].evidence.startswith("send:")
+    assert again[0].key == first[1].key and again[0].since == first[1].since
+    (open_,) = ledger.open_intents(BOX)
+    assert (open_.kind, open_.key, open_.state) == ("forward", first[1].key, "started")
+    ledger.record_action(row.id, 1, ok=True)
+    assert ledger.open_intents(BOX) == []
+
+
+def test_schema_1_database_gains_intents(url: str) -> None:
+    """A database made by the previous release is migrated in place, rows kept."""
+    ledger = Ledger(url)
+    row = ledger.claim(make_message("[rh] CV", mailbox=BOX), "a")
+    assert row is not None
+    plan = ActionPlan("rh", (Forward(("rh@x.fr",), "n", "c@y.fr"),))
+    ledger.record_decision(row.id, Decision("rh", 0.9, "r", "llm"), plan, routed_to_review=False)
+    ledger.close()
+    engine = create_engine(url)
+    with engine.begin() as conn:  # back to schema 1: no intent columns
+        for column in ("intent_key", "started_at", "tries", "evidence"):
+            conn.execute(text(f"ALTER TABLE actions DROP COLUMN {column}"))
+        conn.execute(text("DELETE FROM schema_version WHERE version = 2"))
+    engine.dispose()
+    migrated = Ledger(url)
+    (rec,) = migrated.recent()
+    assert rec.intents[0].tries == 0 and rec.intents[0].key == ""
+    begun = migrated.begin_actions(rec.id, [0], "a")
+    assert begun is not None and begun[0].key.startswith("mtf-")

@@ -13,7 +13,9 @@
         ├── AccessDeniedError  the app may not touch this mailbox (scope/delegation)
         ├── ThrottledError     provider asked us to slow down; carries retry_after_s
         ├── CursorExpiredError delta/history token no longer valid: resync needed
-        └── NotFoundError      the message or folder is gone
+        ├── NotFoundError      the message or folder is gone
+        └── OutcomeUnknownError a write may or may not have happened (timeout, 5xx, lost
+                               response): look for its evidence before doing it again
 
 Connectors translate SDK exceptions into this tree at their edge so the pipeline can choose
 between retry, skip-mailbox and record-as-failed without knowing any SDK.
@@ -102,3 +104,12 @@ class CursorExpiredError(ConnectorError):
 
 class NotFoundError(ConnectorError):
     """The message, folder or label no longer exists."""
+
+
+class OutcomeUnknownError(ConnectorError):
+    """A non-idempotent write (send, forward, move) may or may not have taken effect.
+
+    Raised for timeouts, dropped connections and 5xx answers to such writes: the provider
+    does not say the request was not processed, so it is never retried blindly. The next
+    attempt looks for the evidence first (the sent copy, the draft, where the message is).
+    """

@@ -5,7 +5,9 @@ path and one set of guarantees:
 
 - a message is claimed in the ledger (unique row) before anything else, so it is processed
   once even with two workers;
-- each action's state is recorded, so a retry applies only what is missing;
+- each action's state is recorded as it happens, and forwards and moves are recorded as
+  intents before they are attempted, so a retry applies only what is missing and looks
+  for the evidence of an interrupted forward or move before repeating it;
 - the cursor is saved only after the page's messages are recorded: a crash replays a page,
   never skips one, and the replay finds the rows already there.
 """
@@ -22,7 +24,7 @@ from datetime import datetime, timedelta
 import structlog
 
 from mailtriage.core import metrics, planner, rules
-from mailtriage.core.actions import ActionPlan
+from mailtriage.core.actions import ActionPlan, Forward
 from mailtriage.core.config import Settings
 from mailtriage.core.decision import ConfidenceSource, Decision, Skip
 from mailtriage.core.errors import (
@@ -32,6 +34,8 @@ from mailtriage.core.errors import (
     MessageParseError,
     NotFoundError,
 )
+from mailtriage.core.intents import Intent, needs_intent
+from mailtriage.core.journal import LedgerJournal
 from mailtriage.core.ledger import ActionState, Ledger, Record, Status, utcnow
 from mailtriage.core.locations import category_of_location
 from mailtriage.core.message import TOO_LARGE, Message
@@ -166,7 +170,7 @@ class Pipeline:
         row = await db.run(db.claim, message, self.owner)
         if row is None:
             return self._emit(message, Outcome.DUPLICATE, detail="claimed by another worker")
-        skip = rules.skip_reason(message)
+        skip = rules.skip_reason(message, self.settings)
         if skip is None and message.processed_marker:
             skip = Skip("already processed (marker on the message)")
         if skip is not None:
@@ -236,24 +240,34 @@ class Pipeline:
     async def _apply(
         self, mailbox: Mailbox, message: Message, row: Record, decision: Decision
     ) -> Result:
-        """Apply the row's not-yet-applied actions, then leave the processed marker."""
+        """Apply the row's not-yet-applied actions, then leave the processed marker.
+
+        Intent before effect: forwards and moves are marked started in the ledger before
+        the connector attempts them, and each result is journaled as soon as it is known.
+        """
         pending = [
             (seq, action)
             for seq, (state, action, _) in enumerate(row.actions)
             if state != ActionState.APPLIED
         ]
+        seqs = [seq for seq, _ in pending]
         plan = ActionPlan(category=row.category or "", actions=tuple(a for _, a in pending))
+        intents: list[Intent] = []
+        if any(needs_intent(a) for a in plan.actions):
+            begun = await self.ledger.run(self.ledger.begin_actions, row.id, seqs, self.owner)
+            if begun is None:
+                return self._emit(message, Outcome.DUPLICATE, detail="taken by another worker")
+            intents = begun
+        journal = LedgerJournal(self.ledger, row.id, seqs, intents)
         try:
-            results: Sequence[ActionResult] = await mailbox.apply(message, plan) if pending else []
+            results: Sequence[ActionResult] = (
+                await mailbox.apply(message, plan, journal) if pending else []
+            )
         except ConnectorError as exc:
             return await self._fail(message, row, f"{type(exc).__name__}: {exc}")
         error = ""
-        for (seq, _), res in zip(pending, results, strict=False):
-            await self.ledger.run(
-                lambda s=seq, r=res: self.ledger.record_action(
-                    row.id, s, ok=r.ok, error=r.error, new_id=r.new_provider_id
-                )
-            )
+        for index, res in enumerate(results[: len(pending)]):
+            await journal.record(index, res)  # no-op for what the connector journaled
             if res.new_provider_id:
                 message = dataclasses.replace(message, provider_id=res.new_provider_id)
             if not res.ok:
@@ -374,6 +388,7 @@ class Pipeline:
         try:
             message = await mailbox.fetch(rec.current_provider_id)
         except NotFoundError:
+            await self._settle_forwards(mailbox, rec)
             error = "message no longer in the mailbox"
             if rec.last_error:
                 error += f" (last error: {rec.last_error[:300]})"
@@ -416,6 +431,42 @@ class Pipeline:
         if result.status == Outcome.GAVE_UP:
             await self._give_up(mailbox, message)
         return result
+
+    async def _settle_forwards(self, mailbox: Mailbox, rec: Record) -> None:
+        """The original is gone: finish or clean up forwards an earlier attempt began.
+
+        The connector finds the forward's sent copy (recorded as applied) or its draft
+        (sent: it is complete and the decision was taken), so nothing is left in Drafts.
+        Without either there is nothing to forward any more.
+        """
+        begun = [
+            (seq, action)
+            for seq, ((state, action, _), intent) in enumerate(
+                zip(rec.actions, rec.intents, strict=False)
+            )
+            if isinstance(action, Forward) and state != ActionState.APPLIED and intent.tries
+        ]
+        if not begun:
+            return
+        seqs = [seq for seq, _ in begun]
+        intents = await self.ledger.run(self.ledger.begin_actions, rec.id, seqs, self.owner)
+        if intents is None:
+            return
+        placeholder = Message(
+            mailbox=rec.mailbox, provider_id=rec.current_provider_id, subject=rec.subject
+        )
+        plan = ActionPlan(category=rec.category or "", actions=tuple(a for _, a in begun))
+        journal = LedgerJournal(self.ledger, rec.id, seqs, intents)
+        try:
+            for index, res in enumerate(await mailbox.apply(placeholder, plan, journal)):
+                await journal.record(index, res)
+        except ConnectorError as exc:
+            log.warning(
+                "interrupted forward not settled",
+                mailbox=rec.mailbox,
+                message_id=rec.provider_id,
+                error=str(exc)[:300],
+            )
 
     async def _give_up(self, mailbox: Mailbox, message: Message) -> None:
         """Attempts exhausted: leave it in the inbox with the review label, if possible."""

@@ -12,6 +12,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from mailtriage.core.actions import Action, ActionPlan
 from mailtriage.core.decision import Decision
+from mailtriage.core.intents import NO_INTENT, Intent
 from mailtriage.core.message import Message
 
 
@@ -67,6 +68,40 @@ class ActionResult:
 
 
 @runtime_checkable
+class Journal(Protocol):
+    """Where a connector reports while it applies a plan (indices are the plan's).
+
+    `intent(i)` says what the ledger recorded before the attempt (an earlier attempt may
+    have done action i: look for its evidence first). `note(i, evidence)` records a handle
+    before the effect that cannot be undone (the draft about to be sent). `record(i, r)`
+    records each action's result the moment it is known, so a crash right after an action
+    never repeats it.
+    """
+
+    def intent(self, index: int) -> Intent: ...
+
+    async def note(self, index: int, evidence: str) -> None: ...
+
+    async def record(self, index: int, result: ActionResult) -> None: ...
+
+
+class NullJournal:
+    """No ledger behind the plan (previews, the review label after giving up)."""
+
+    def intent(self, index: int) -> Intent:
+        return NO_INTENT
+
+    async def note(self, index: int, evidence: str) -> None:
+        return None
+
+    async def record(self, index: int, result: ActionResult) -> None:
+        return None
+
+
+NULL_JOURNAL = NullJournal()
+
+
+@runtime_checkable
 class Mailbox(Protocol):
     """One shared mailbox at a provider."""
 
@@ -81,8 +116,15 @@ class Mailbox(Protocol):
         """Read one message again (for retries); NotFoundError when it is gone."""
         ...
 
-    async def apply(self, message: Message, plan: ActionPlan) -> Sequence[ActionResult]:
-        """Apply the plan natively, in order; stop at the first failed action."""
+    async def apply(
+        self, message: Message, plan: ActionPlan, journal: Journal | None = None
+    ) -> Sequence[ActionResult]:
+        """Apply the plan natively, in order; stop at the first failed action.
+
+        Each result is reported to `journal` as soon as it is known. An action whose intent
+        says an earlier attempt may have done it is first looked for (sent copy, draft,
+        current folder), never blindly repeated.
+        """
         ...
 
     async def mark_processed(self, message: Message, decision: Decision) -> None:

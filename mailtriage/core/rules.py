@@ -9,10 +9,13 @@ import re
 
 from mailtriage.core.config import Settings
 from mailtriage.core.decision import ConfidenceSource, Decision, Skip
+from mailtriage.core.intents import is_forward_message_id
 from mailtriage.core.message import Message
 
 # Set on every message mailtriage sends (forwards), so it never triages its own mail.
 LOOP_HEADER = "X-Mailtriage"
+# Carries the forwarded original's Message-ID.
+ORIGIN_HEADER = "X-Mailtriage-Origin"
 
 _OOO_SUBJECT = re.compile(
     r"^\s*(?:"
@@ -36,10 +39,23 @@ _BOUNCE_SUBJECT = re.compile(
 _BOUNCE_SENDER = re.compile(r"^(?:mailer-daemon|postmaster|mail-daemon)@", re.IGNORECASE)
 
 
-def skip_reason(message: Message) -> Skip | None:
-    """Why this message must not be routed at all, or None."""
-    if message.header(LOOP_HEADER):
+def skip_reason(message: Message, settings: Settings | None = None) -> Skip | None:
+    """Why this message must not be routed at all, or None.
+
+    The loop guard does not rest on one header, which a relay may strip: mailtriage's own
+    forwards are also known by their Message-ID (Gmail) and, with `settings`, by a sender
+    that is one of the configured (triaged) mailboxes.
+    """
+    if message.header(LOOP_HEADER) or message.header(ORIGIN_HEADER):
         return Skip("sent by mailtriage (loop guard)")
+    if is_forward_message_id(message.internet_message_id):
+        return Skip("sent by mailtriage (loop guard: Message-ID)")
+    if (
+        settings is not None
+        and message.sender is not None
+        and settings.mailbox(message.sender.email) is not None
+    ):
+        return Skip(f"sent by triaged mailbox {message.sender.email} (loop guard)")
     auto = message.header("auto-submitted").strip().lower()
     if auto and auto != "no":
         return Skip(f"auto-reply (Auto-Submitted: {auto[:40]})")

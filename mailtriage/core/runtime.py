@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import os
-import random
 import signal
 import socket
 import time
@@ -56,6 +54,7 @@ from mailtriage.core.errors import (
     MailtriageError,
 )
 from mailtriage.core.ledger import Ledger, utcnow
+from mailtriage.core.owners import process_owner
 from mailtriage.core.pipeline import (
     DEFAULT_RETRY,
     OnCorrection,
@@ -88,8 +87,8 @@ LEASE_MARGIN_S = 0.5
 
 
 def default_owner() -> str:
-    """A lease owner id unique to this process: host, pid and a random suffix."""
-    return f"{socket.gethostname()}:{os.getpid()}:{random.randrange(16**6):06x}"
+    """A lease owner id unique to this process (see `core.owners`)."""
+    return process_owner()
 
 
 def lease_ttl_for(interval_s: float) -> timedelta:

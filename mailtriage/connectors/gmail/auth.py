@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import google_auth_httplib2
-import httplib2
 
 from mailtriage.connectors.gmail.errors import GMAIL_MODIFY
+from mailtriage.connectors.gmail.transport import NoReplayHttp
 from mailtriage.core.config import GmailSettings
 from mailtriage.core.errors import AuthError, ConfigError
 
@@ -40,8 +40,9 @@ GOOGLE_IAM_ENDPOINT = "https://iamcredentials.googleapis.com/"
 
 
 def transport(gmail: GmailSettings) -> Any:
-    """The one place the plain httplib2 transport of a mailbox is made."""
-    return httplib2.Http(timeout=gmail.request_timeout_s)
+    """The one place the plain httplib2 transport of a mailbox is made (never replaying a
+    send on its own: see `transport.NoReplayHttp`)."""
+    return NoReplayHttp(timeout=gmail.request_timeout_s)
 
 
 class RoutedHttp:

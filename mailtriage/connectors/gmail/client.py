@@ -147,13 +147,13 @@ class GmailClient:
             try:
                 return await self._single(api, make)
             except Exception as exc:
-                if is_retryable(exc) and attempt < self.retry.max_retries:
+                if is_retryable(exc, api) and attempt < self.retry.max_retries:
                     self.stats.retries += 1
                     THROTTLED.labels("gmail", self.address).inc()
                     await asyncio.sleep(self.retry.delay(attempt))
                     attempt += 1
                     continue
-                raise translate(exc, self.address, self.client_id) from exc
+                raise translate(exc, self.address, self.client_id, api) from exc
 
     async def batch(self, api: str, makes: Sequence[Build]) -> list[Any]:
         """Run many requests of one kind in HTTP batches of at most `batch_size`.

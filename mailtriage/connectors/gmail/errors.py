@@ -2,10 +2,15 @@
 
 Which failures are worth retrying is decided here too: 429, 5xx, and 403 only when the
 reason is `rateLimitExceeded` / `userRateLimitExceeded` (other 403s never heal by waiting).
+A call that is not idempotent (`messages.send`) is retried only when Gmail refused it
+(429 and the rate-limit 403s, developers.google.com/workspace/gmail/api/guides/handle-
+errors); after a 5xx, a timeout or a dropped connection it may have been sent, and it
+surfaces as `OutcomeUnknownError` for the connector to look for the sent copy first.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 from typing import Any
@@ -19,9 +24,12 @@ from mailtriage.core.errors import (
     ConnectorError,
     CursorExpiredError,
     NotFoundError,
+    OutcomeUnknownError,
     ThrottledError,
 )
 
+# API methods whose repetition would repeat their effect.
+NOT_IDEMPOTENT = frozenset({"messages.send", "drafts.send"})
 RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
 GMAIL_MODIFY = "https://www.googleapis.com/auth/gmail.modify"
 
@@ -52,14 +60,40 @@ def error_reason(exc: HttpError) -> str:
         return ""
 
 
-def is_retryable(exc: BaseException) -> bool:
-    """Throttling, server errors and dropped connections are retried; nothing else."""
+def refused(exc: BaseException) -> bool:
+    """Gmail said it did not process the request: throttled (429 or a rate-limit 403)."""
+    if not isinstance(exc, HttpError):
+        return False
+    status = exc.status_code
+    return status == 429 or (status == 403 and error_reason(exc) in RATE_LIMIT_REASONS)
+
+
+def outcome_unknown(exc: BaseException) -> bool:
+    """The request may have been processed: a 5xx, a 408, a timeout or a lost answer."""
+    if isinstance(exc, HttpError):
+        status = int(exc.status_code or 0)
+        return status >= 500 or status == 408
+    if isinstance(exc, TransportError):  # google-auth: the token, before any API call
+        return False
+    return isinstance(exc, (OSError, http.client.HTTPException))  # timeouts, resets, drops
+
+
+def is_retryable(exc: BaseException, api: str | None = None) -> bool:
+    """Throttling, server errors and dropped connections are retried; nothing else.
+
+    For a call that is not idempotent, only a refusal is retried blindly.
+    """
+    if api in NOT_IDEMPOTENT:
+        return refused(exc)
     if isinstance(exc, HttpError):
         status = exc.status_code
         if status == 429 or status >= 500:
             return True
         return status == 403 and error_reason(exc) in RATE_LIMIT_REASONS
-    return isinstance(exc, (TransportError, socket.timeout, ConnectionError, TimeoutError))
+    return isinstance(
+        exc,
+        (TransportError, socket.timeout, ConnectionError, TimeoutError, http.client.HTTPException),
+    )
 
 
 def retry_after(exc: BaseException) -> float | None:
@@ -71,8 +105,14 @@ def retry_after(exc: BaseException) -> float | None:
         return None
 
 
-def translate(exc: BaseException, mailbox: str, client_id: str | None = None) -> Exception:
+def translate(
+    exc: BaseException, mailbox: str, client_id: str | None = None, api: str | None = None
+) -> Exception:
     """The `core.errors` exception for `exc`; callers `raise translate(...) from exc`."""
+    if api in NOT_IDEMPOTENT and outcome_unknown(exc):
+        return OutcomeUnknownError(
+            f"{mailbox}: {api} may have been done: {exc!r}"[:500], mailbox=mailbox
+        )
     if isinstance(exc, RefreshError):
         text = str(exc.args[0] if exc.args else exc)
         if "unauthorized_client" in text or ("invalid_grant" in text and "User" in text):

@@ -36,8 +36,9 @@ from typing import Any
 
 from mailtriage.connectors.gmail.auth import Delegation
 from mailtriage.connectors.gmail.client import GmailClient
+from mailtriage.connectors.gmail.forwards import GmailForwards
 from mailtriage.connectors.gmail.labels import LabelCache
-from mailtriage.connectors.gmail.mime import build_forward, parse_raw
+from mailtriage.connectors.gmail.mime import parse_raw
 from mailtriage.core.actions import Action, ActionPlan, Forward, Label, MarkRead, Move
 from mailtriage.core.config import MailboxSettings, Settings
 from mailtriage.core.decision import Decision
@@ -51,7 +52,15 @@ from mailtriage.core.errors import (
 )
 from mailtriage.core.extract import parse_head
 from mailtriage.core.message import KEPT_HEADERS, Message
-from mailtriage.core.ports import ActionResult, Change, ChangePage, Failure, StateStore
+from mailtriage.core.ports import (
+    NULL_JOURNAL,
+    ActionResult,
+    Change,
+    ChangePage,
+    Failure,
+    Journal,
+    StateStore,
+)
 
 log = logging.getLogger(__name__)
 MB = 1024 * 1024
@@ -142,10 +151,6 @@ def _decode_b64url(content: bytes | str, start: int, end: int) -> bytes:
     return b"".join(chunks)
 
 
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
-
-
 def _unb64url(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
@@ -172,6 +177,7 @@ class GmailMailbox:
         self.gmail = settings.gmail
         self.backfill_days = backfill_days
         self.labels = LabelCache(client, store)
+        self.forwards = GmailForwards(client, address, mode=settings.gmail.forward_mode)
         self.max_message_bytes = int(settings.runtime.max_message_mb * MB)
         self._raw: OrderedDict[str, bytes] = OrderedDict()
         self._raw_bytes = 0
@@ -499,10 +505,19 @@ class GmailMailbox:
 
     # -- actions ---------------------------------------------------------------------------
 
-    async def apply(self, message: Message, plan: ActionPlan) -> Sequence[ActionResult]:
-        """Apply in order; runs of label/move/mark-read become ONE messages.modify."""
+    async def apply(
+        self, message: Message, plan: ActionPlan, journal: Journal | None = None
+    ) -> Sequence[ActionResult]:
+        """Apply in order; runs of label/move/mark-read become ONE messages.modify.
+
+        Each result is journaled as soon as it is known. A forward that an earlier attempt
+        may have sent is looked for first (see `forwards`); a modify group an earlier
+        attempt may have applied reads the message's labels first and changes only what is
+        missing, so a replay moves nothing back.
+        """
         if plan.dry_run:
             return []
+        journal = journal or NULL_JOURNAL
         results: list[ActionResult] = []
         actions = list(plan.actions)
         i = 0
@@ -510,42 +525,68 @@ class GmailMailbox:
             action = actions[i]
             if isinstance(action, Forward):
                 try:
-                    await self._forward(message, action)
+                    await self.forwards.forward(message, action, journal.intent(i), self._original)
                 except ConnectorError as exc:
                     results.append(ActionResult(action, ok=False, error=str(exc)))
+                    await journal.record(i, results[-1])
                     break
                 results.append(ActionResult(action, ok=True))
+                await journal.record(i, results[-1])
                 i += 1
                 continue
+            start = i
             group: list[Action] = []
             while i < len(actions) and not isinstance(actions[i], Forward):
                 group.append(actions[i])
                 i += 1
+            earlier = any(journal.intent(j).earlier for j in range(start, i))
             try:
                 # The marker rides along when nothing follows: one call instead of two.
-                await self._modify_group(message, group, with_marker=i == len(actions))
+                await self._modify_group(
+                    message, group, with_marker=i == len(actions), check=earlier
+                )
             except ConnectorError as exc:
                 results.append(ActionResult(group[0], ok=False, error=str(exc)))
+                await journal.record(start, results[-1])
                 break
-            results.extend(ActionResult(a, ok=True) for a in group)
+            for j, a in enumerate(group, start):
+                results.append(ActionResult(a, ok=True))
+                await journal.record(j, results[-1])
         return results
 
+    async def _labels_now(self, message_id: str) -> set[str]:
+        """The label ids on a message now (format=minimal: no body)."""
+        got = await self.client.call(
+            "messages.get",
+            lambda u: u.messages().get(userId=self.address, id=message_id, format="minimal"),
+        )
+        return set(got.get("labelIds") or [])
+
     async def _modify_group(
-        self, message: Message, group: Sequence[Action], *, with_marker: bool
+        self, message: Message, group: Sequence[Action], *, with_marker: bool, check: bool
     ) -> None:
         for attempt in (0, 1):
             add: list[str] = []
             remove: list[str] = []
+            moved_to: str | None = None
             for action in group:
                 if isinstance(action, Label):
                     add.append(await self.labels.id_for(action.name, action.color))
                 elif isinstance(action, Move):
-                    add.append(await self.labels.id_for(action.folder))
+                    moved_to = await self.labels.id_for(action.folder)
+                    add.append(moved_to)
                     remove.append("INBOX")
                 elif isinstance(action, MarkRead):
                     remove.append("UNREAD")
             if with_marker:
                 add.append(await self._processed_label())
+            if check:
+                now = await self._labels_now(message.provider_id)
+                if moved_to and "INBOX" not in now and moved_to not in now:
+                    # Out of the Inbox without our label: staff moved it; do not move it back.
+                    add.remove(moved_to)
+                add = [a for a in add if a not in now]
+                remove = [r for r in remove if r in now]
             try:
                 await self._modify(message.provider_id, add, remove)
             except ConnectorError as exc:
@@ -583,14 +624,6 @@ class GmailMailbox:
             lambda u: u.messages().get(userId=self.address, id=message_id, format="raw"),
         )
         return _unb64url(resource["raw"])
-
-    async def _forward(self, message: Message, forward: Forward) -> None:
-        original = await self._original(message.provider_id)
-        data = build_forward(original, message, forward, mode=self.gmail.forward_mode)
-        await self.client.call(
-            "messages.send",
-            lambda u: u.messages().send(userId=self.address, body={"raw": _b64url(data)}),
-        )
 
     async def mark_processed(self, message: Message, decision: Decision) -> None:
         """Add the processed label, unless apply() already did it in its last modify."""

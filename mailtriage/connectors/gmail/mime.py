@@ -18,7 +18,7 @@ from typing import Any
 from mailtriage.core.actions import Forward
 from mailtriage.core.extract import parse_rfc822
 from mailtriage.core.message import Message
-from mailtriage.core.rules import LOOP_HEADER
+from mailtriage.core.rules import LOOP_HEADER, ORIGIN_HEADER
 
 
 def parse_raw(raw: bytes, *, mailbox: str, provider_id: str) -> Message:
@@ -32,8 +32,13 @@ def build_forward(
     forward: Forward,
     *,
     mode: str = "attach",
+    message_id: str | None = None,
 ) -> bytes:
-    """The RFC 822 bytes of a forward of `original` to `forward.to`."""
+    """The RFC 822 bytes of a forward of `original` to `forward.to`.
+
+    `message_id`: the forward's deterministic Message-ID (`core.intents`), by which its
+    sent copy is found again after a lost answer.
+    """
     out = EmailMessage()
     domain = message.mailbox.rpartition("@")[2] or "localhost"
     out["From"] = message.mailbox
@@ -44,10 +49,10 @@ def build_forward(
     if reply_to:
         out["Reply-To"] = reply_to
     out["Date"] = format_datetime(datetime.now().astimezone())
-    out["Message-ID"] = make_msgid(domain=domain)
+    out["Message-ID"] = message_id or make_msgid(domain=domain)
     out[LOOP_HEADER] = f"forwarded; mailbox={message.mailbox}"
     if message.internet_message_id:
-        out["X-Mailtriage-Origin"] = message.internet_message_id
+        out[ORIGIN_HEADER] = message.internet_message_id
     note = forward.note.strip()
     if mode == "inline":
         original_msg: Any = email.message_from_bytes(original, policy=email.policy.default)

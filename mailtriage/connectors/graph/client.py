@@ -5,7 +5,11 @@ The SDK's own RetryHandler is switched off and replaced by `GraphTransport`, bec
 - it honours any Retry-After below 180 s without a bound of our choosing;
 - it sits above the transport, so a semaphore placed there would be held while it sleeps.
 `GraphTransport` limits requests in flight per mailbox (Outlook allows 4) and retries
-429/503/504 honouring Retry-After, sleeping *outside* the semaphore.
+429/503/504 honouring Retry-After, sleeping *outside* the semaphore. A write that is not
+idempotent (send, createForward, forward, move, a new message or subscription) is retried
+here only on 429, which Graph documents as a refused request ("the requests fail",
+learn.microsoft.com/graph/throttling); after a 503/504 it may have been done, so it goes
+back to the connector, which looks for its evidence before trying again.
 """
 
 from __future__ import annotations
@@ -40,6 +44,14 @@ from mailtriage.core.metrics import THROTTLED
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 RETRY_STATUSES = frozenset({429, 503, 504})
+# Statuses after which a non-idempotent request is known not to have been processed.
+REFUSED_STATUSES = frozenset({429})
+# Transport failures after which a request may have been done (its answer is lost); a
+# request that is safe to repeat is repeated up to LOST_ANSWER_RETRIES times.
+_LOST_ANSWER = (httpx.ReadError, httpx.RemoteProtocolError, httpx.ReadTimeout)
+LOST_ANSWER_RETRIES = 2
+# POSTs that are safe to repeat: a second folder or master category create answers 409.
+_IDEMPOTENT_POSTS = ("/childfolders", "/mailfolders", "/mastercategories")
 _USER = re.compile(r"/users/([^/]+)", re.I)
 
 
@@ -90,6 +102,13 @@ def mailbox_of(url: httpx.URL | str) -> str:
     return unquote(m.group(1)).lower() if m else ""
 
 
+def is_idempotent(request: httpx.Request) -> bool:
+    """Whether repeating `request` after a lost answer is harmless."""
+    if request.method != "POST":
+        return True  # GET, and PATCH/PUT/DELETE, which set state rather than add to it
+    return urlsplit(str(request.url)).path.lower().rstrip("/").endswith(_IDEMPOTENT_POSTS)
+
+
 class GraphTransport(httpx.AsyncBaseTransport):
     """Caps requests in flight per mailbox and retries throttled ones (Retry-After)."""
 
@@ -117,6 +136,7 @@ class GraphTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         key = mailbox_of(request.url)
+        retry_on = RETRY_STATUSES if is_idempotent(request) else REFUSED_STATUSES
         attempt = 0
         while True:
             async with self._sem(key):
@@ -125,9 +145,16 @@ class GraphTransport(httpx.AsyncBaseTransport):
                 self.max_in_flight[key] = max(self.max_in_flight.get(key, 0), n)
                 try:
                     response = await self._inner.handle_async_request(request)
+                except _LOST_ANSWER:
+                    # The answer of a request that is safe to repeat was lost: repeat it.
+                    if not is_idempotent(request) or attempt >= LOST_ANSWER_RETRIES:
+                        raise
+                    attempt += 1
+                    self.retries += 1
+                    continue
                 finally:
                     self.in_flight[key] -= 1
-            if response.status_code not in RETRY_STATUSES or attempt >= self.policy.max_retries:
+            if response.status_code not in retry_on or attempt >= self.policy.max_retries:
                 return response
             delay = self.policy.delay(attempt, response.headers.get("retry-after"))
             if delay is None:

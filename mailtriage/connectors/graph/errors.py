@@ -86,6 +86,37 @@ def translate(exc: BaseException, mailbox: str | None) -> ConnectorError:
     return ConnectorError(f"Graph call failed{where}: {type(exc).__name__}: {exc}", mailbox=mailbox)
 
 
+# Transport failures after which the request may have reached Graph. A failure to connect
+# (ConnectError, ConnectTimeout, PoolTimeout) means it was never sent.
+_MAYBE_SENT = (
+    httpx.ReadTimeout,
+    httpx.WriteTimeout,
+    httpx.ReadError,
+    httpx.WriteError,
+    httpx.RemoteProtocolError,
+)
+
+
+def outcome_unknown(exc: BaseException) -> bool:
+    """Whether a failed write may have been done: a lost answer, a timeout or a 5xx.
+
+    Only 429 says the request was refused ("the requests fail", learn.microsoft.com/graph/
+    throttling); a 503 or 504 says nothing of the kind (learn.microsoft.com/graph/errors),
+    so the write is looked for before it is tried again.
+    """
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, APIError):
+            status = cause.response_status_code or 0
+            return status >= 500 or status == 408
+        if isinstance(cause, _MAYBE_SENT):
+            return True
+        if isinstance(cause, httpx.HTTPError):
+            return False
+        cause = cause.__cause__
+    return False
+
+
 @contextmanager
 def map_graph_errors(mailbox: str | None) -> Iterator[None]:
     """`with map_graph_errors(addr): ...` raises core errors, chained to the original."""

@@ -2,29 +2,21 @@
 
 Intake is a delta query on the Inbox (created items only, `$select` of what the core
 needs, text bodies, immutable ids); the deltaLink is the cursor. Actions are native:
-Outlook categories, folder moves, createForward → PATCH → send, isRead, and a named
-extended property as the durable "processed" marker.
+Outlook categories (`categories`), folder moves (`folders`), forwards set entirely at
+creation and sent once (`forwards`), isRead, and a named extended property as the durable
+"processed" marker. Request plumbing is in `calls`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
-from kiota_abstractions.base_request_configuration import RequestConfiguration
-from msgraph.generated.models.category_color import CategoryColor
-from msgraph.generated.models.email_address import EmailAddress
-from msgraph.generated.models.internet_message_header import InternetMessageHeader
-from msgraph.generated.models.mail_folder import MailFolder
 from msgraph.generated.models.message import Message as GraphMessage
-from msgraph.generated.models.outlook_category import OutlookCategory
-from msgraph.generated.models.recipient import Recipient
 from msgraph.generated.models.single_value_legacy_extended_property import (
     SingleValueLegacyExtendedProperty,
 )
@@ -40,13 +32,10 @@ from msgraph.generated.users.item.mail_folders.mail_folders_request_builder impo
 from msgraph.generated.users.item.messages.item.attachments.attachments_request_builder import (
     AttachmentsRequestBuilder,
 )
-from msgraph.generated.users.item.messages.item.create_forward.create_forward_post_request_body import (  # noqa: E501
-    CreateForwardPostRequestBody,
-)
-from msgraph.generated.users.item.messages.item.move.move_post_request_body import (
-    MovePostRequestBody,
-)
 
+from mailtriage.connectors.graph.calls import PREFER_IMMUTABLE, PREFER_TEXT, GraphCalls
+from mailtriage.connectors.graph.calls import cfg as _cfg
+from mailtriage.connectors.graph.categories import MasterCategories
 from mailtriage.connectors.graph.client import GraphClient, build_client
 from mailtriage.connectors.graph.convert import (
     EXPAND_MARKER,
@@ -58,7 +47,8 @@ from mailtriage.connectors.graph.convert import (
     is_removed,
     to_message,
 )
-from mailtriage.connectors.graph.errors import map_graph_errors
+from mailtriage.connectors.graph.folders import GraphFolders
+from mailtriage.connectors.graph.forwards import GraphForwards
 from mailtriage.core.actions import Action, ActionPlan, Forward, Label, MarkRead, Move
 from mailtriage.core.config import MailboxSettings, Settings
 from mailtriage.core.decision import Decision
@@ -71,40 +61,24 @@ from mailtriage.core.errors import (
     NotFoundError,
 )
 from mailtriage.core.message import Attachment, Message
-from mailtriage.core.ports import ActionResult, Change, ChangePage, Failure, StateStore
-from mailtriage.core.rules import LOOP_HEADER
+from mailtriage.core.ports import (
+    NULL_JOURNAL,
+    ActionResult,
+    Change,
+    ChangePage,
+    Failure,
+    Journal,
+    StateStore,
+)
 
 log = logging.getLogger(__name__)
 
-PREFER_TEXT = 'outlook.body-content-type="text"'
-# A category folder not found is looked up again after this long (staff may create it).
-MISSING_FOLDER_TTL_S = 3600.0
 # Pages followed per category folder and sync when tracking staff moves.
 MOVE_PAGES_MAX = 10
-PREFER_IMMUTABLE = 'IdType="ImmutableId"'
-
-
-def _color(value: str | None) -> CategoryColor:
-    """`preset0`..`preset24` from the config; anything else means no colour."""
-    try:
-        return CategoryColor(value) if value else CategoryColor.None_
-    except ValueError:
-        return CategoryColor.None_
-
-
-def _cfg(*prefer: str, query: Any = None) -> RequestConfiguration[Any]:
-    cfg: RequestConfiguration[Any] = RequestConfiguration(query_parameters=query)
-    for p in prefer:
-        cfg.headers.add("Prefer", p)
-    return cfg
 
 
 def _iso(dt: datetime) -> str:
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _recipient(address: str) -> Recipient:
-    return Recipient(email_address=EmailAddress(address=address))
 
 
 class GraphMailbox:
@@ -129,11 +103,10 @@ class GraphMailbox:
         self.settings = settings
         self.mailbox_settings = mailbox_settings or settings.mailbox(self.address)
         self._owns_client = owns_client
-        self._master: set[str] | None = None
-        self._master_denied = False
-        self._folders: dict[str, str] = {}
-        self._missing: dict[str, float] = {}  # folder path → when it was not found
-        self._folder_lock = asyncio.Lock()
+        self.calls = GraphCalls(client, self.address)
+        self.mail_folders = GraphFolders(self.calls, store)
+        self.categories = MasterCategories(self.calls)
+        self.forwards = GraphForwards(self.calls)
         self._history_index: dict[str, str] | None = None  # `learn`: folder path → id
         # Category-folder delta links read but not yet saved: saved at the next `changes()`
         # call, i.e. once the pipeline has recorded the moves (a crash replays them).
@@ -162,10 +135,10 @@ class GraphMailbox:
 
     @property
     def _user(self) -> Any:
-        return self.client.sdk.users.by_user_id(self.address)
+        return self.calls.user
 
     def _msg(self, message_id: str) -> Any:
-        return self._user.messages.by_message_id(message_id)
+        return self.calls.msg(message_id)
 
     @property
     def dry_run(self) -> bool:
@@ -192,19 +165,7 @@ class GraphMailbox:
 
     async def _raw(self, builder: Any, info: Any) -> Json:
         """Send an SDK-built GET and return the JSON body (no SDK model deserialisation)."""
-        from msgraph.generated.models.o_data_errors.o_data_error import ODataError
-
-        with map_graph_errors(self.address):
-            raw = await builder.request_adapter.send_primitive_async(
-                info, "bytes", {"XXX": ODataError}
-            )
-        try:
-            data = json.loads(raw or b"{}")
-        except ValueError as exc:
-            raise ConnectorError(f"Graph sent invalid JSON: {exc}", mailbox=self.address) from exc
-        if not isinstance(data, dict):
-            raise ConnectorError("Graph sent a non-object JSON body", mailbox=self.address)
-        return data
+        return await self.calls.raw(builder, info)
 
     async def _delta(self, url: str) -> Json:
         cfg = _cfg(
@@ -213,17 +174,8 @@ class GraphMailbox:
         builder = self._user.mail_folders.by_mail_folder_id("inbox").messages.delta.with_url(url)
         return await self._raw(builder, builder.to_get_request_information(cfg))
 
-    async def _send(self, builder: Any, info: Any) -> None:
-        """Send an SDK-built request and ignore any response body."""
-        from msgraph.generated.models.o_data_errors.o_data_error import ODataError
-
-        with map_graph_errors(self.address):
-            await builder.request_adapter.send_no_response_content_async(info, {"XXX": ODataError})
-
     async def _patch(self, msg_id: str, body: GraphMessage) -> None:
-        """PATCH a message without deserialising the echoed message."""
-        builder = self._msg(msg_id)
-        await self._send(builder, builder.to_patch_request_information(body))
+        await self.calls.patch(msg_id, body)
 
     async def changes(self, cursor: str | None) -> ChangePage:
         """One delta page. `cursor` is a nextLink/deltaLink; None starts per backfill_days.
@@ -314,7 +266,7 @@ class GraphMailbox:
 
     async def _folder_arrivals(self, path: str) -> list[Change]:
         key = self._moves_key(path)
-        folder = await self.find_folder_id(path)
+        folder = await self.mail_folders.find_folder_id(path)
         if folder is None:
             return []
         url = await self.store.get(self.address, key)
@@ -327,7 +279,7 @@ class GraphMailbox:
                 resp = await self._delta(self._moves_url(folder))
                 first = True
             except NotFoundError:  # the folder was deleted: start over when it is back
-                await self._forget_folder(path)
+                await self.mail_folders.forget(path)
                 await self.store.put(self.address, key, None)
                 return out
             for gm in resp.get("value") or []:
@@ -471,32 +423,46 @@ class GraphMailbox:
 
     # -- actions -------------------------------------------------------------------
 
-    async def apply(self, message: Message, plan: ActionPlan) -> Sequence[ActionResult]:
-        """Apply the plan in order; stop at the first failure. Auth errors propagate."""
+    async def apply(
+        self, message: Message, plan: ActionPlan, journal: Journal | None = None
+    ) -> Sequence[ActionResult]:
+        """Apply the plan in order, journaling each result; stop at the first failure.
+
+        Auth errors propagate. Forwards and moves whose intent says an earlier attempt may
+        have done them are looked for first (see `forwards`, `folders`).
+        """
         if plan.dry_run or self.dry_run:
             return [ActionResult(a, ok=False, error="dry run: not applied") for a in plan.actions]
+        journal = journal or NULL_JOURNAL
         results: list[ActionResult] = []
         current = message.provider_id
-        for action in plan.actions:
+        for index, action in enumerate(plan.actions):
             try:
-                new_id = await self._apply_one(message, current, action)
+                new_id = await self._apply_one(message, current, action, journal, index)
             except AuthError:
                 raise
             except ConnectorError as exc:
                 results.append(ActionResult(action, ok=False, error=str(exc)))
+                await journal.record(index, results[-1])
                 break
             results.append(ActionResult(action, ok=True, new_provider_id=new_id))
+            await journal.record(index, results[-1])
             if new_id:
                 current = new_id
         return results
 
-    async def _apply_one(self, message: Message, msg_id: str, action: Action) -> str | None:
+    async def _apply_one(
+        self, message: Message, msg_id: str, action: Action, journal: Journal, index: int
+    ) -> str | None:
+        intent = journal.intent(index)
         if isinstance(action, Label):
             await self._label(message, msg_id, action)
         elif isinstance(action, Move):
-            return await self._move(msg_id, action.folder)
+            return await self.mail_folders.move(msg_id, action.folder, intent)
         elif isinstance(action, Forward):
-            await self._forward(message, msg_id, action)
+            await self.forwards.forward(
+                message, msg_id, action, intent, lambda e: journal.note(index, e)
+            )
         elif isinstance(action, MarkRead):
             await self._patch(msg_id, GraphMessage(is_read=True))
         else:  # pragma: no cover - exhaustive over core.actions
@@ -504,174 +470,17 @@ class GraphMailbox:
         return None
 
     async def _label(self, message: Message, msg_id: str, action: Label) -> None:
-        await self._ensure_master_category(action.name, action.color)
+        """Categories are a set: a category already on the message costs no request."""
+        await self.categories.ensure(action.name, action.color)
+        if action.name in message.categories:
+            return
         cats = list(dict.fromkeys([*message.categories, action.name]))
         await self._patch(msg_id, GraphMessage(categories=cats))
         message.categories = cats
 
-    async def _ensure_master_category(self, name: str, color: str | None) -> None:
-        """Create the coloured master category once; without MailboxSettings.ReadWrite warn once."""
-        if self._master_denied:
-            return
-        masters = self._user.outlook.master_categories
-        try:
-            if self._master is None:
-                resp = await self._raw(masters, masters.to_get_request_information())
-                self._master = {
-                    str(c.get("displayName") or "").lower() for c in resp.get("value") or []
-                }
-            if name.lower() in self._master:
-                return
-            col = _color(color)
-            try:
-                category = OutlookCategory(display_name=name, color=col)
-                await self._send(masters, masters.to_post_request_information(category))
-            except ConnectorError as exc:
-                if "409" not in str(exc):  # created meanwhile by someone else: fine
-                    raise
-            self._master.add(name.lower())
-        except AccessDeniedError:
-            self._master_denied = True
-            log.warning(
-                "graph %s: cannot read or create Outlook master categories (the app lacks "
-                "MailboxSettings.ReadWrite); categories are applied without a colour",
-                self.address,
-            )
-
-    async def _move(self, msg_id: str, path: str) -> str | None:
-        folder_id = await self.folder_id(path)
-        builder = self._msg(msg_id).move
-
-        def request(folder: str) -> Any:
-            body = MovePostRequestBody(destination_id=folder)
-            return builder.to_post_request_information(body, _cfg(PREFER_IMMUTABLE))
-
-        try:
-            moved = await self._raw(builder, request(folder_id))
-        except NotFoundError:
-            # The cached folder may have been deleted by staff: resolve again once.
-            await self._forget_folder(path)
-            moved = await self._raw(builder, request(await self.folder_id(path)))
-        return str(moved["id"]) if moved.get("id") else None
-
-    def _folder_key(self, path: str) -> str:
-        return "graph.folder:" + path.strip("/").lower()
-
-    async def _forget_folder(self, path: str) -> None:
-        self._folders.pop(path.lower(), None)
-        await self.store.put(self.address, self._folder_key(path), None)
-
     async def folder_id(self, path: str) -> str:
-        """The id of Inbox/<path>, creating missing folders; cached in memory and the store."""
-        key = path.strip("/").lower()
-        if key in self._folders:
-            return self._folders[key]
-        async with self._folder_lock:
-            stored = await self.store.get(self.address, self._folder_key(path))
-            if stored:
-                self._folders[key] = stored
-                return stored
-            parent = "inbox"
-            for part in path.strip("/").split("/"):
-                parent = await self._child_folder(parent, part)
-            self._folders[key] = parent
-            await self.store.put(self.address, self._folder_key(path), parent)
-            return parent
-
-    async def find_folder_id(self, path: str) -> str | None:
-        """The id of Inbox/<path> if it exists (never creates; misses are re-checked hourly)."""
-        key = path.strip("/").lower()
-        if key in self._folders:
-            return self._folders[key]
-        stored = await self.store.get(self.address, self._folder_key(path))
-        if stored:
-            self._folders[key] = stored
-            return stored
-        if time.monotonic() - self._missing.get(key, -MISSING_FOLDER_TTL_S) < MISSING_FOLDER_TTL_S:
-            return None
-        parent = "inbox"
-        for part in path.strip("/").split("/"):
-            child = await self._find_child(parent, part)
-            if child is None:
-                self._missing[key] = time.monotonic()
-                return None
-            parent = child
-        self._folders[key] = parent
-        await self.store.put(self.address, self._folder_key(path), parent)
-        return parent
-
-    def _child_lookup(self, parent: str, name: str) -> tuple[Any, Any]:
-        children = self._user.mail_folders.by_mail_folder_id(parent).child_folders
-        escaped = name.replace("'", "''")
-        q = ChildFoldersRequestBuilder.ChildFoldersRequestBuilderGetQueryParameters(
-            filter=f"displayName eq '{escaped}'", select=["id", "displayName"]
-        )
-        return children, children.to_get_request_information(_cfg(query=q))
-
-    async def _find_child(self, parent: str, name: str) -> str | None:
-        children, lookup = self._child_lookup(parent, name)
-        for f in (await self._raw(children, lookup)).get("value") or []:
-            if str(f.get("displayName") or "").lower() == name.lower() and f.get("id"):
-                return str(f["id"])
-        return None
-
-    async def _child_folder(self, parent: str, name: str) -> str:
-        found_id = await self._find_child(parent, name)
-        if found_id is not None:
-            return found_id
-        children, lookup = self._child_lookup(parent, name)
-        request = children.to_post_request_information(MailFolder(display_name=name))
-        try:
-            created = await self._raw(children, request)
-        except ConnectorError as exc:
-            if "409" not in str(exc):  # created meanwhile: look it up again
-                raise
-            found = (await self._raw(children, lookup)).get("value") or []
-            return str(next(f["id"] for f in found if f.get("id")))
-        if not created.get("id"):
-            raise ConnectorError(f"folder {name!r} was not created", mailbox=self.address)
-        return str(created["id"])
-
-    async def _forward(self, message: Message, msg_id: str, action: Forward) -> None:
-        """createForward → PATCH recipients, Reply-To and the loop header → send."""
-        reply_to = action.reply_to or (
-            message.reply_address.email if message.reply_address else None
-        )
-        headers = [
-            InternetMessageHeader(name=LOOP_HEADER, value=f"forwarded; mailbox={self.address}")
-        ]
-        if message.internet_message_id:
-            headers.append(
-                InternetMessageHeader(name="X-Mailtriage-Origin", value=message.internet_message_id)
-            )
-        patch = GraphMessage(
-            to_recipients=[_recipient(a) for a in action.to],
-            internet_message_headers=headers,
-        )
-        if reply_to:
-            patch.reply_to = [_recipient(reply_to)]
-        builder = self._msg(msg_id).create_forward
-        body = CreateForwardPostRequestBody(comment=action.note)
-        draft = await self._raw(
-            builder, builder.to_post_request_information(body, _cfg(PREFER_IMMUTABLE))
-        )
-        draft_id = str(draft.get("id") or "")
-        if not draft_id:
-            raise ConnectorError("createForward returned no draft", mailbox=self.address)
-        try:
-            await self._patch(draft_id, patch)
-            send = self._msg(draft_id).send
-            await self._send(send, send.to_post_request_information())
-        except ConnectorError:
-            await self._discard_draft(draft_id)
-            raise
-
-    async def _discard_draft(self, draft_id: str) -> None:
-        try:
-            with map_graph_errors(self.address):
-                await self._msg(draft_id).delete()
-        except ConnectorError as exc:
-            log.warning("graph %s: could not delete a draft forward: %s", self.address, exc)
+        """The id of Inbox/<path>, creating missing folders (see `folders`)."""
+        return await self.mail_folders.folder_id(path)
 
     async def mark_processed(self, message: Message, decision: Decision) -> None:
         """Set the MailtriageProcessed extended property (survives a lost ledger)."""

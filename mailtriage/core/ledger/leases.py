@@ -9,6 +9,7 @@ from sqlalchemy.exc import IntegrityError
 
 from mailtriage.core.ledger.base import LedgerBase
 from mailtriage.core.ledger.schema import LeaseRow, aware, utcnow
+from mailtriage.core.owners import is_dead
 
 
 class Leases(LedgerBase):
@@ -18,7 +19,8 @@ class Leases(LedgerBase):
         """Take or extend the mailbox lease; False when another live owner holds it.
 
         Works on SQLite and PostgreSQL alike: an insert races on the primary key, and a
-        takeover is a conditional update that only matches an expired or own lease.
+        takeover is a conditional update that only matches an expired or own lease, or one
+        whose holder is provably dead (`core.owners.is_dead`).
         """
         now = utcnow()
         expires = now + ttl
@@ -34,8 +36,17 @@ class Leases(LedgerBase):
                 )
                 if getattr(result, "rowcount", 0) == 1:
                     return True
-                if s.get(LeaseRow, mailbox) is not None:
-                    return False
+                held = s.get(LeaseRow, mailbox)
+                if held is not None:
+                    if not is_dead(held.owner):
+                        return False
+                    # Its holder was a local process that died (kill -9): take it now.
+                    result = s.execute(
+                        update(LeaseRow)
+                        .where(LeaseRow.mailbox == mailbox, LeaseRow.owner == held.owner)
+                        .values(owner=owner, expires_at=expires)
+                    )
+                    return getattr(result, "rowcount", 0) == 1
                 s.add(LeaseRow(mailbox=mailbox, owner=owner, expires_at=expires))
             return True
         except IntegrityError:

@@ -2,7 +2,8 @@
 
 One row per (mailbox, message) under a unique constraint: inserting that row is how a worker
 claims a message, so two processes can never both act on it. Each planned action has its own
-row and state, so a retry re-applies only what is missing.
+row and state, so a retry re-applies only what is missing (the per-action journal, intents
+and results, is `ledger.intents`).
 """
 
 from __future__ import annotations
@@ -16,14 +17,7 @@ from mailtriage.core.actions import ActionPlan
 from mailtriage.core.decision import Decision
 from mailtriage.core.ledger.base import LedgerBase
 from mailtriage.core.ledger.records import Record, action_to_json, snapshot
-from mailtriage.core.ledger.schema import (
-    ActionRow,
-    ActionState,
-    MessageRow,
-    Status,
-    aware,
-    utcnow,
-)
+from mailtriage.core.ledger.schema import ActionRow, MessageRow, Status, aware, utcnow
 from mailtriage.core.message import Message
 
 
@@ -131,26 +125,6 @@ class Messages(LedgerBase):
                 )
             s.flush()
             return snapshot(row)
-
-    def record_action(
-        self, row_id: int, seq: int, *, ok: bool, error: str = "", new_id: str | None = None
-    ) -> None:
-        with self.session() as s:
-            s.execute(
-                update(ActionRow)
-                .where(ActionRow.message_id == row_id, ActionRow.seq == seq)
-                .values(
-                    state=ActionState.APPLIED if ok else ActionState.FAILED,
-                    error=error[:2000],
-                    updated_at=utcnow(),
-                )
-            )
-            if new_id:
-                s.execute(
-                    update(MessageRow)
-                    .where(MessageRow.id == row_id)
-                    .values(current_provider_id=new_id)
-                )
 
     def finish(self, row_id: int) -> None:
         with self.session() as s:

@@ -36,6 +36,16 @@ def action_from_row(kind: str, params: str) -> Action:
 
 
 @dataclass(frozen=True, slots=True)
+class ActionIntent:
+    """One action's intent as recorded (see `ledger.intents`)."""
+
+    key: str = ""
+    started_at: datetime | None = None
+    tries: int = 0
+    evidence: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Record:
     """A read-only snapshot of one ledger row, for the pipeline and the CLI."""
 
@@ -61,6 +71,7 @@ class Record:
     updated_at: datetime
     actions: tuple[tuple[str, Action, str], ...]  # (state, action, error)
     raw_updated_at: datetime | None = None  # as stored, for compare-and-set
+    intents: tuple[ActionIntent, ...] = ()  # one per action, same order
 
     @property
     def pending_actions(self) -> list[Action]:
@@ -95,4 +106,8 @@ def snapshot(row: MessageRow) -> Record:
         updated_at=aware(row.updated_at) or utcnow(),
         actions=tuple((a.state, action_from_row(a.kind, a.params), a.error) for a in row.actions),
         raw_updated_at=row.updated_at,
+        intents=tuple(
+            ActionIntent(a.intent_key or "", aware(a.started_at), a.tries or 0, a.evidence or "")
+            for a in row.actions
+        ),
     )

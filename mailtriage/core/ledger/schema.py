@@ -30,7 +30,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from mailtriage.core.errors import LedgerError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class Status:
@@ -48,6 +48,7 @@ class Status:
 
 class ActionState:
     PLANNED = "planned"
+    STARTED = "started"  # intent recorded, outcome not (yet) known: look before repeating
     APPLIED = "applied"
     FAILED = "failed"
 
@@ -128,6 +129,12 @@ class ActionRow(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )
+    # The intent (schema 2, see `ledger.intents`): the forward's stable id, when the first
+    # attempt started, how many attempts began, and what the last one noted.
+    intent_key: Mapped[str | None] = mapped_column(String(80))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    tries: Mapped[int] = mapped_column(Integer, default=0)
+    evidence: Mapped[str] = mapped_column(String(300), default="")
 
     message: Mapped[MessageRow] = relationship(back_populates="actions")
 
@@ -186,8 +193,25 @@ def _migrate_to_1(conn: Connection) -> None:
     Base.metadata.create_all(conn)
 
 
+# Columns added to `actions` by schema 2 (per-action intents), as portable DDL.
+_INTENT_COLUMNS = {
+    "intent_key": "VARCHAR(80)",
+    "started_at": "TIMESTAMP WITH TIME ZONE",
+    "tries": "INTEGER NOT NULL DEFAULT 0",
+    "evidence": "VARCHAR(300) NOT NULL DEFAULT ''",
+}
+
+
+def _migrate_to_2(conn: Connection) -> None:
+    """Intents on action rows. A database created at version 2 already has the columns."""
+    have = {c["name"] for c in inspect(conn).get_columns("actions")}
+    for name, ddl in _INTENT_COLUMNS.items():
+        if name not in have:
+            conn.execute(text(f"ALTER TABLE actions ADD COLUMN {name} {ddl}"))
+
+
 # Ordered steps: MIGRATIONS[n] brings the schema from version n to n + 1.
-MIGRATIONS: list[Callable[[Connection], None]] = [_migrate_to_1]
+MIGRATIONS: list[Callable[[Connection], None]] = [_migrate_to_1, _migrate_to_2]
 
 
 def migrate(engine: Engine, *, attempts: int = 10) -> int:

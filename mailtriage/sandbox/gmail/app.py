@@ -20,7 +20,9 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from mailtriage.sandbox.faults import DroppedResponse, Executed, keep_raw_send
 from mailtriage.sandbox.gmail.iam import IamPolicy, refresh_grant, sign_jwt_endpoint
 from mailtriage.sandbox.gmail.keys import PushSigner, ServiceAccountKey
 from mailtriage.sandbox.gmail.state import (
@@ -35,6 +37,16 @@ REFRESH_TOKEN = "refresh_token"
 GOOGLE_TOKEN_AUD = "https://oauth2.googleapis.com/token"
 
 Result = tuple[int, dict[str, Any] | None]
+# API methods that change the mailbox: logged as `Executed`, hooks and after-faults apply.
+WRITES = frozenset({"messages.send", "messages.modify", "messages.batchModify", "labels.create"})
+
+
+class LostAnswer(Exception):
+    """The request was executed; its answer is to be lost (`mode`: drop, 503 or 504)."""
+
+    def __init__(self, mode: str) -> None:
+        super().__init__(mode)
+        self.mode = mode
 
 
 def _one(query: dict[str, list[str]], name: str, default: str | None = None) -> str | None:
@@ -90,7 +102,15 @@ class GmailApi:
     def __init__(self, state: GmailState) -> None:
         self.state = state
 
-    def dispatch(self, method: str, target: str, authorization: str | None, raw: bytes) -> Result:
+    def dispatch(
+        self,
+        method: str,
+        target: str,
+        authorization: str | None,
+        raw: bytes,
+        *,
+        direct: bool = True,
+    ) -> Result:
         url = urlsplit(target)
         query = parse_qs(url.query)
         segments = url.path.split("/")
@@ -108,7 +128,25 @@ class GmailApi:
             self.state.request_log.append((method, api, user, exc.code))
             raise
         self.state.request_log.append((method, api, user, status))
+        if api in WRITES:
+            mode = self.state.writes.executed(self._executed(api, user, args, body, raw))
+            if mode is not None and direct:  # the batch endpoint answers its parts as they are
+                raise LostAnswer(mode)
         return status, body
+
+    def _executed(
+        self, api: str, user: str, args: list[str], body: dict[str, Any] | None, raw: bytes
+    ) -> Executed:
+        detail: dict[str, Any] = {}
+        target = args[0] if args else str((body or {}).get("id", ""))
+        if api == "messages.send" and body:
+            msg = self.state.message(user, str(body["id"]))
+            parsed = msg.parsed()
+            detail = {"message_id": str(parsed["Message-ID"] or ""), "to": str(parsed["To"] or "")}
+        elif api == "messages.modify":
+            asked = _body(raw).get("removeLabelIds") or []
+            detail = {**self.state.last_change, "asked_remove": list(asked)}
+        return Executed(api, user, target, detail=detail)
 
     def _call(
         self, api: str, args: list[str], user: str, query: dict[str, list[str]], raw: bytes
@@ -182,10 +220,18 @@ class GmailApi:
             return 204, None
         raise GmailError(404, "Not Found", "notFound")
 
-    def respond(self, method: str, target: str, authorization: str | None, raw: bytes) -> Result:
+    def respond(
+        self,
+        method: str,
+        target: str,
+        authorization: str | None,
+        raw: bytes,
+        *,
+        direct: bool = True,
+    ) -> Result:
         """`dispatch()` with GmailError rendered as its status and JSON body."""
         try:
-            return self.dispatch(method, target, authorization, raw)
+            return self.dispatch(method, target, authorization, raw, direct=direct)
         except GmailError as exc:
             return exc.code, exc.body()
 
@@ -205,6 +251,8 @@ _REASONS = {
     404: "Not Found",
     409: "Conflict",
     429: "Too Many Requests",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
 }
 
 
@@ -240,7 +288,7 @@ def build_app(
     signer: PushSigner,
     token_url: Callable[[], str],
     iam: IamPolicy | None = None,
-) -> Starlette:
+) -> ASGIApp:
     """The Starlette app serving Gmail, the batch endpoint, token grants, signJwt and certs."""
     api = GmailApi(state)
     iam = iam or IamPolicy()
@@ -248,9 +296,18 @@ def build_app(
     async def gmail(request: Request) -> Response:
         target = request.url.path + ("?" + request.url.query if request.url.query else "")
         raw = await request.body()
-        status, body = api.respond(
-            request.method, target, request.headers.get("authorization"), raw
-        )
+        try:
+            status, body = api.respond(
+                request.method, target, request.headers.get("authorization"), raw
+            )
+        except LostAnswer as lost:
+            # Emulator fault, not a documented Gmail behaviour: the call was done and its
+            # answer is lost (connection dropped) or replaced by a gateway's 503/504.
+            if lost.mode in ("drop", "truncate"):
+                return DroppedResponse(truncate=lost.mode == "truncate")  # type: ignore[return-value]
+            code = int(lost.mode)
+            err = GmailError(code, "The service is currently unavailable.", "backendError")
+            return _json_response(code, err.body())
         return _json_response(status, body)
 
     async def batch(request: Request) -> Response:
@@ -266,7 +323,7 @@ def build_app(
         boundary = f"batch_{uuid.uuid4().hex}"
         chunks = []
         for content_id, method, target, auth, body in parts:
-            status, result = api.respond(method, target, auth or outer_auth, body)
+            status, result = api.respond(method, target, auth or outer_auth, body, direct=False)
             inner = f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
             payload = ""
             if result is not None:
@@ -321,7 +378,7 @@ def build_app(
         return JSONResponse({"ok": True, "time": time.time()})
 
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/batch/gmail/v1", batch, methods=["POST"]),
             Route("/token", token, methods=["POST"]),
@@ -335,3 +392,9 @@ def build_app(
             Route("/gmail/v1/{rest:path}", gmail, methods=methods),
         ]
     )
+
+    async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
+        keep_raw_send(scope, send)  # before Starlette wraps it (see sandbox.faults)
+        await app(scope, receive, send)
+
+    return asgi

@@ -9,11 +9,13 @@ import queue
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from mailtriage.sandbox.faults import Executed
 from mailtriage.sandbox.gmail.app import build_app
 from mailtriage.sandbox.gmail.iam import CLOUD_PLATFORM, IamPolicy
 from mailtriage.sandbox.gmail.keys import PushSigner, ServiceAccountKey
@@ -298,3 +300,21 @@ class GmailEmulator(Running):
     def storm(self, rate: float, seed: int = 0) -> None:
         """Fail a `rate` share of calls at random with rate-limit errors (0 stops it)."""
         self.state.storm(rate, seed)
+
+    def lose_response(
+        self, api: str | None = None, mode: str = "drop", *, times: int = 1, user: str | None = None
+    ) -> None:
+        """Perform the next `times` calls to `api` (e.g. "messages.send"), then lose the answer:
+        "drop" closes the connection mid-answer, "503"/"504" answer a gateway error."""
+        self.state.writes.lose(api, mode, times=times, mailbox=user)
+
+    def on_executed(self, api: str | None, callback: Callable[[Executed], None]) -> None:
+        """Call `callback` right after each call to `api` changed the mailbox, before its
+        answer is sent (e.g. to kill the client process then). None: every write."""
+        self.state.writes.on_executed(api, callback)
+
+    @property
+    def executed(self) -> list[Executed]:
+        """Every write performed so far, in order."""
+        with self.state.writes.lock:
+            return list(self.state.writes.log)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import email
+import email.parser
 import email.policy
 import itertools
 import random
@@ -21,6 +22,8 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import getaddresses
 from typing import Any, cast
+
+from mailtriage.sandbox.faults import WriteHooks
 
 SYSTEM_LABELS = (
     "INBOX",
@@ -183,6 +186,8 @@ ERROR_STATUS = {
     404: "NOT_FOUND",
     409: "ALREADY_EXISTS",
     429: "RESOURCE_EXHAUSTED",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
 }
 
 
@@ -237,6 +242,16 @@ class StoredMessage:
     history_id: int
     attachments: dict[str, bytes] = field(default_factory=dict)
     snippet: str | None = None
+    _rfc822_id: str | None = None
+
+    def rfc822_id(self) -> str:
+        """The Message-ID header without angle brackets, lower case (headers parsed once)."""
+        if self._rfc822_id is None:
+            headers = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(
+                self.raw
+            )
+            self._rfc822_id = str(headers.get("Message-ID") or "").strip().strip("<>").lower()
+        return self._rfc822_id
 
     def parsed(self) -> EmailMessage:
         parsed = email.message_from_bytes(self.raw, policy=email.policy.default)
@@ -360,6 +375,11 @@ class GmailState:
         self.storm_rate = 0.0
         self._storm_rng = random.Random(0)
         self.rate_limited = 0
+        self.writes = WriteHooks()  # executed writes, lost answers, kill hooks
+        # Test knob for what no page documents: how soon a new message is searchable.
+        # Searches (`q`) miss messages younger than this; label listings see them at once.
+        self.search_lag_s = 0.0
+        self.last_change: dict[str, Any] = {}  # labels the last modify really changed
         self.on_inbox: list[Any] = []  # callbacks(address, history_id) for the pusher
         self._ids = itertools.count(0x18C1F2A3B4C50000)
         self._next_history = itertools.count(4_000_000, 1_000_000)
@@ -584,10 +604,13 @@ class GmailState:
         with self.lock:
             box = self.box(user)
             match = _query(q, box)
+            unindexed = time.time() * 1000 - self.search_lag_s * 1000 if q else None
             found = [
                 m
                 for m in box.messages.values()
-                if all(lab in m.labels for lab in label_ids) and match(m)
+                if all(lab in m.labels for lab in label_ids)
+                and match(m)
+                and (unindexed is None or m.internal_date_ms <= unindexed)
             ]
             found.sort(key=lambda m: (m.internal_date_ms, m.id), reverse=True)
             start = _page_token(page_token)
@@ -647,6 +670,7 @@ class GmailState:
             removed = [lab for lab in remove if lab in msg.labels and lab not in add]
             msg.labels |= set(added)
             msg.labels -= set(removed)
+            self.last_change = {"added": added, "removed": removed}
             if added:
                 box.history_id += 1
                 box.history.append(
@@ -862,7 +886,8 @@ def _query(q: str, box: UserBox) -> Any:
     """A predicate for the search operators mailtriage uses.
 
     Supported: `after:`/`before:` (YYYY/MM/DD or epoch seconds), `newer_than:`/`older_than:`
-    (Nd, Nh, Nm, Ny), `in:<label>`, `label:<name>`, `is:unread`, and `-` negation.
+    (Nd, Nh, Nm, Ny), `in:<label>`, `label:<name>`, `is:unread`, `rfc822msgid:`, and `-`
+    negation.
     """
     import datetime as dt
 
@@ -895,6 +920,11 @@ def _query(q: str, box: UserBox) -> Any:
                 if op == "newer_than"
                 else (lambda m, ms=ms: m.internal_date_ms < ms)
             )
+        elif op == "rfc822msgid":
+            # "rfc822msgid: search for emails with a specific message-id header"
+            # (support.google.com/mail/answer/7190). Angle brackets are ignored here.
+            wanted = value.strip("<>").lower()
+            check = lambda m, wanted=wanted: m.rfc822_id() == wanted  # noqa: E731
         elif op in ("in", "label", "is"):
             key = value.lower()
             if op == "is" and key == "unread":

@@ -11,7 +11,9 @@ immutable id survives a move within the mailbox, as Graph documents), createForw
 PATCH / send delivering into emulator mailboxes and Sent Items, extended properties with
 `$expand`/`$filter`, subscriptions whose notificationUrl is really validated and really
 notified, injected 429/503 with Retry-After, the 4-concurrent-requests-per-mailbox
-limit, per-mailbox permissions, and an Entra client-credentials token endpoint.
+limit, per-mailbox permissions, and an Entra client-credentials token endpoint. Writes can
+lose their answer after they are done (`lose_response`), and a test can act right after a
+given kind of write (`on_executed`); see `sandbox.faults`.
 Deviations: plain http notification URLs are accepted (loopback), and the token
 endpoint accepts any tenant.
 """
@@ -22,12 +24,14 @@ import copy
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
+from mailtriage.sandbox.faults import Executed
 from mailtriage.sandbox.graph.routes import GraphApp
 from mailtriage.sandbox.graph.state import (
     ALL_PERMISSIONS,
@@ -43,7 +47,14 @@ from mailtriage.sandbox.graph.state import (
 )
 from mailtriage.sandbox.server import Running, ThreadedServer
 
-__all__ = ["ALL_PERMISSIONS", "GraphEmulator", "LoggedRequest", "StoredMessage", "ThreadedServer"]
+__all__ = [
+    "ALL_PERMISSIONS",
+    "Executed",
+    "GraphEmulator",
+    "LoggedRequest",
+    "StoredMessage",
+    "ThreadedServer",
+]
 
 
 @dataclass
@@ -291,6 +302,33 @@ class GraphEmulator(Running):
                     every=every,
                 )
             )
+
+    def lose_response(
+        self,
+        kind: str | None = None,
+        mode: str = "drop",
+        *,
+        times: int = 1,
+        mailbox: str | None = None,
+    ) -> None:
+        """Perform the next `times` writes of `kind`, then lose the answer.
+
+        `kind`: "send", "createForward", "forward", "move", "patch", "delete" (None: any
+        write). `mode`: "drop" (the connection closes mid-answer), "503" or "504" (a gateway
+        error for a request that was done). This is how real networks and gateways fail.
+        """
+        self.state.writes.lose(kind, mode, times=times, mailbox=mailbox)
+
+    def on_executed(self, kind: str | None, callback: Callable[[Executed], None]) -> None:
+        """Call `callback` right after each write of `kind` is done, before its answer is
+        sent (e.g. to kill the client process at that moment). None: every write."""
+        self.state.writes.on_executed(kind, callback)
+
+    @property
+    def executed(self) -> list[Executed]:
+        """Every write performed so far, in order."""
+        with self.state.writes.lock:
+            return list(self.state.writes.log)
 
     def expire_delta_tokens(self, address: str | None = None) -> None:
         """Forget delta/skip tokens, so the next use gets 410 syncStateNotFound."""

@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
+from mailtriage.sandbox.faults import DroppedResponse, Executed, keep_raw_send
 from mailtriage.sandbox.graph.state import (
     DeltaState,
     Folder,
@@ -47,6 +48,12 @@ from mailtriage.sandbox.graph.state import (
 MAX_SUBSCRIPTION_MINUTES = 10_080
 DEFAULT_DELTA_PAGE = 10
 _FN_SEGMENT = re.compile(r"^(\w+)\('(.*)'\)$")
+# PS_INTERNET_HEADERS: string named properties in this set are internet headers
+# ([MS-OXCMAIL] 2.1.3.2.4 "Arbitrary MIME Headers" on the way out, 2.2.3.2.29 "Generic
+# Headers in PS_INTERNET_HEADERS" on the way in).
+_HEADER_PROP = re.compile(
+    r"^String\s+\{00020386-0000-0000-C000-000000000046\}\s+Name\s+(\S+)$", re.I
+)
 
 
 class GraphError(Exception):
@@ -176,7 +183,11 @@ def message_matches(msg: StoredMessage, flt: str | None) -> bool:
         if op is None or (op == "ne" and m.group(4) == "null"):
             if prop is None:
                 return False
-        elif (op == "eq" and prop != literal) or (op == "ne" and prop == literal):
+        # "Filtering the value property of an extended property is case-insensitive"
+        # (singlevaluelegacyextendedproperty-get).
+        elif (op == "eq" and str(prop).lower() != str(literal).lower()) or (
+            op == "ne" and str(prop).lower() == str(literal).lower()
+        ):
             return False
     for m in _RECEIVED.finditer(flt):
         got, ref = _parse_dt(msg.received), _parse_dt(m.group(2))
@@ -326,6 +337,7 @@ class GraphApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
+        keep_raw_send(scope, send)
         request = Request(scope, receive)
         response = await self.handle(request)
         await response(scope, receive, send)
@@ -398,6 +410,9 @@ class GraphApp:
             body: Any = json.loads(body_bytes) if body_bytes else {}
             prefs = Prefs.parse(request)
             response = await self.dispatch(request, method, segs, mb, query, body, prefs)
+            done = request.scope.get("mt.executed")
+            if isinstance(done, Executed) and response.status_code < 400:
+                response = self._after(done) or response
         except GraphError as exc:
             response = error_response(exc.status, exc.code, exc.message, exc.headers)
         except json.JSONDecodeError:
@@ -426,6 +441,28 @@ class GraphApp:
                 )
             )
         return response
+
+    def _after(self, done: Executed) -> Response | None:
+        """Hooks and after-faults for a performed write (see `sandbox.faults`).
+
+        Emulator choice, not a documented Graph behaviour: the write stands and the answer
+        is lost (dropped connection) or replaced by the 503/504 a gateway may give.
+        """
+        mode = self.state.writes.executed(done)
+        if mode in ("drop", "truncate"):
+            return DroppedResponse(truncate=mode == "truncate")  # type: ignore[return-value]
+        if mode == "503":
+            return error_response(
+                503, "serviceNotAvailable", "The service is temporarily unavailable."
+            )
+        if mode == "504":
+            return error_response(504, "UnknownError", "Gateway timeout.")
+        return None
+
+    def _executed(
+        self, request: Request, kind: str, mb: Mailbox, msg: StoredMessage, **detail: Any
+    ) -> None:
+        request.scope["mt.executed"] = Executed(kind, mb.address, msg.immutable_id, detail=detail)
 
     async def dispatch(
         self,
@@ -734,10 +771,12 @@ class GraphApp:
             if method == "PATCH":
                 self._need(mb, "Mail.ReadWrite")
                 self._patch(mb, msg, body)
+                self._executed(request, "patch", mb, msg, keys=sorted(body))
                 return JSONResponse(render_message(mb, msg, prefs), headers=prefs.applied())
             if method == "DELETE":
                 self._need(mb, "Mail.ReadWrite")
                 self.state.remove(mb, msg)
+                self._executed(request, "delete", mb, msg, draft=msg.is_draft)
                 return Response(status_code=204)
         if action == "attachments" and method == "GET":
             full = render_message(mb, msg, prefs, ["id"], "attachments")["attachments"]
@@ -756,22 +795,27 @@ class GraphApp:
                     "ErrorItemNotFound",
                     "The specified folder could not be found in the store.",
                 )
+            source = msg.folder_id
             self.state.move(mb, msg, dest)
+            self._executed(request, "move", mb, msg, source=source, destination=dest.id)
             return JSONResponse(render_message(mb, msg, prefs), status_code=201)
         if action == "createforward":
             self._need(mb, "Mail.ReadWrite")
             draft = self._create_forward(mb, msg, body)
+            self._executed(request, "createForward", mb, draft, original=msg.immutable_id)
             return JSONResponse(render_message(mb, draft, prefs), status_code=201)
         if action == "forward":
             self._need(mb, "Mail.Send")
             draft = self._create_forward(mb, msg, body)
             self._send(mb, draft)
+            self._executed(request, "forward", mb, draft, original=msg.immutable_id)
             return Response(status_code=202)
         if action == "send":
             self._need(mb, "Mail.Send")
             if not msg.is_draft:
                 raise GraphError(400, "ErrorInvalidOperation", "Only drafts can be sent.")
             self._send(mb, msg)
+            self._executed(request, "send", mb, msg)
             return Response(status_code=202)
         raise GraphError(400, "BadRequest", f"Unsupported action {action}")
 
@@ -781,7 +825,10 @@ class GraphApp:
                 403, "ErrorAccessDenied", "Access is denied. Check credentials and try again."
             )
 
-    def _patch(self, mb: Mailbox, msg: StoredMessage, body: dict[str, Any]) -> None:
+    def _patch(
+        self, mb: Mailbox, msg: StoredMessage, body: dict[str, Any], *, creating: bool = False
+    ) -> None:
+        """Update writable properties (message-update's table); `creating` for a new draft."""
         for key, value in body.items():
             k = key.lower()
             if k.startswith("@odata"):
@@ -802,11 +849,14 @@ class GraphApp:
                 msg.body = _ci(value, "content", "")
                 msg.body_type = (_ci(value, "contentType", "html") or "html").lower()
             elif k == "internetmessageheaders":
-                if not msg.is_draft:
+                # "Add custom headers only when creating a message" (resources/message);
+                # message-update does not list internetMessageHeaders among the updatable
+                # properties. The error code Graph answers with is unknown.
+                if not creating:
                     raise GraphError(
                         400,
-                        "ErrorInvalidPropertyUpdateSentMessage",
-                        "internetMessageHeaders can only be set on a draft.",
+                        "ErrorInvalidPropertyUpdate",
+                        "internetMessageHeaders can only be set when the message is created.",
                     )
                 for h in value or []:
                     name = _ci(h, "name", "")
@@ -823,6 +873,8 @@ class GraphApp:
             elif k == "singlevalueextendedproperties":
                 for prop in value or []:
                     msg.ext_props[_ci(prop, "id")] = _ci(prop, "value")
+            elif k in ("bccrecipients", "isdeliveryreceiptrequested", "isreadreceiptrequested"):
+                pass  # writable (message-update), not modelled
             elif k == "flag":
                 pass
             else:
@@ -836,9 +888,27 @@ class GraphApp:
     def _create_forward(
         self, mb: Mailbox, msg: StoredMessage, body: dict[str, Any]
     ) -> StoredMessage:
+        """A forward draft of `msg`, with the `message` parameter's properties applied.
+
+        message-createforward (v1.0) and message-forward: "Specify either a comment or the
+        body property of the message parameter" and "either the toRecipients parameter or
+        the toRecipients property of the message parameter. Specifying both or specifying
+        neither will return an HTTP 400 Bad Request error"; `message` carries "any
+        writeable properties" (beta page; e.g. replyTo, extended properties). Unknown: the
+        error codes of those 400s, and whether internetMessageHeaders (settable "only when
+        creating a message") is accepted there; this emulator accepts x- headers.
+        """
         comment = _ci(body, "comment")
         message = _ci(body, "message") or {}
-        to = _ci(body, "toRecipients") or _ci(message, "toRecipients") or []
+        if not isinstance(message, dict):
+            raise GraphError(400, "BadRequest", "message must be an object.")
+        top_to = _ci(body, "toRecipients")
+        if bool(top_to) == bool(_ci(message, "toRecipients")):
+            raise GraphError(
+                400,
+                "ErrorInvalidRecipients",
+                "Specify either the toRecipients parameter or message.toRecipients.",
+            )
         if comment and _ci(message, "body"):
             raise GraphError(
                 400, "ErrorInvalidRequest", "Specify either comment or message.body, not both."
@@ -858,12 +928,14 @@ class GraphApp:
             body=quoted,
             body_type="html",
             sender=addr(mb.address, mb.display_name),
-            to=list(to),
+            to=list(top_to or []),
             is_draft=True,
             is_read=True,
             attachments=copy.deepcopy(msg.attachments),
             conversation_id=msg.conversation_id,
         )
+        writable = {k: v for k, v in message.items() if not k.lower().startswith("@odata")}
+        self._patch(mb, draft, writable, creating=True)
         mb.messages[draft.immutable_id] = draft
         return draft
 
@@ -873,6 +945,17 @@ class GraphApp:
         draft.is_draft = False
         draft.internet_message_id = f"<{secrets.token_hex(12)}@emulator.mailtriage>"
         self.state.move(mb, draft, mb.well_known("sentitems"))
+        # The MIME writer turns PS_INTERNET_HEADERS properties into headers ([MS-OXCMAIL]
+        # 2.1.3.2.4); other named properties stay on the sender's copy only.
+        headers = copy.deepcopy(draft.headers)
+        for prop_id, value in draft.ext_props.items():
+            m = _HEADER_PROP.match(prop_id)
+            if (
+                m
+                and value is not None
+                and not any(h["name"].lower() == m.group(1).lower() for h in headers)
+            ):
+                headers.append({"name": m.group(1), "value": str(value)})
         for rcpt in draft.to + draft.cc:
             target = self.state.mailbox(rcpt["emailAddress"]["address"])
             if target is None:
@@ -892,8 +975,17 @@ class GraphApp:
                     cc=copy.deepcopy(draft.cc),
                     reply_to=copy.deepcopy(draft.reply_to),
                     internet_message_id=draft.internet_message_id,
-                    headers=copy.deepcopy(draft.headers),
+                    headers=copy.deepcopy(headers),
                     attachments=copy.deepcopy(draft.attachments),
+                    # The MIME reader keeps x- headers as PS_INTERNET_HEADERS properties
+                    # ([MS-OXCMAIL] 2.2.3.2.29, a SHOULD).
+                    ext_props={
+                        f"String {{00020386-0000-0000-C000-000000000046}} Name {h['name']}": h[
+                            "value"
+                        ]
+                        for h in headers
+                        if h["name"].lower().startswith("x-")
+                    },
                 ),
             )
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from mailtriage.sandbox.faults import WriteHooks
+
 WELL_KNOWN = ("msgfolderroot", "inbox", "sentitems", "drafts", "deleteditems", "archive")
 WELL_KNOWN_NAMES = {
     "msgfolderroot": "Top of Information Store",
@@ -230,6 +232,7 @@ class State:
         self.clients: dict[str, str] = {}  # client_id -> secret (token endpoint)
         self.tokens: set[str] = set()
         self.app_permissions_denied: set[str] = set()
+        self.writes = WriteHooks()  # executed writes, lost answers, kill hooks
 
     def mailbox(self, ref: str) -> Mailbox | None:
         ref = ref.lower()
