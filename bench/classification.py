@@ -7,6 +7,8 @@
     python bench/classification.py crossover [--backend e5] [--seeds 5]
     python bench/classification.py speed --backend e5 [--threads 2]
 
+(`--data DIR`: the public data folder, ../shared/data beside the checkout by default.)
+
 Each prints accuracy (and the majority-class baseline), macro-F1, e-mails/s (wall clock,
 classification only, model already loaded; and per CPU-second, which a busy machine
 distorts less), model load and prototype setup times, the peak RSS of the process, and
@@ -69,15 +71,17 @@ from mailtriage.core.evaluate import split_k_shot as split_messages
 from mailtriage.core.examples import MemoryExampleSource
 
 HERE = Path(__file__).resolve().parent
+# ../shared/data beside the checkout by default; --data for a worktree elsewhere.
 DATA = HERE.parent.parent / "shared" / "data"
-TICKETS = DATA / "support-tickets" / "dataset-tickets-multi-lang-4-20k.PARTIAL.csv"
+TICKETS_CSV = Path("support-tickets") / "dataset-tickets-multi-lang-4-20k.PARTIAL.csv"
 QUEUES = load_label_map(HERE / "support_tickets_labels.toml")
 
 
 def support_tickets(lang: str) -> Dataset:
     """Tickets of one language; the queue is the label (the bodies' literal '\\n' unescaped)."""
-    data = load_message_csv(TICKETS, label_column="queue")
-    with TICKETS.open(encoding="utf-8") as fh:
+    tickets = DATA / TICKETS_CSV
+    data = load_message_csv(tickets, label_column="queue")
+    with tickets.open(encoding="utf-8") as fh:
         langs = [row["language"] for row in csv.DictReader(fh)]
     items = []
     for item, row_lang in zip(data.items, langs, strict=True):
@@ -362,6 +366,7 @@ def speed(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global DATA
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
         "dataset",
@@ -375,7 +380,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k-shot", type=int, action="append")
     parser.add_argument("--limit", type=int)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data", type=Path, default=DATA, help="the public data folder")
     args = parser.parse_args(argv)
+    DATA = args.data
     if not DATA.is_dir():
         print(f"public data not found at {DATA}", file=sys.stderr)
         return 2

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from mailtriage.core.config import parse_settings
 from mailtriage.core.ledger import Record, Status
-from mailtriage.sandbox.demo import DemoScore, classifier_line, summarise
+from mailtriage.sandbox.demo_score import DemoScore, classifier_line, summarise
 
 BOX = "contact@example.fr"
 
