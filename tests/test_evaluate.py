@@ -128,11 +128,14 @@ def test_eval_command_prints_and_writes_correct_figures(
     reliability = report["calibration"]["reliability"]
     assert sum(b["count"] for b in reliability) == 10
     assert report["calibration"]["ece_before"] is not None
-    # Target 0.6 is reached at threshold 0 (precision 0.6, all routed): the lowest wins.
+    # Target 0.6 is reached with everything routed (precision 0.6): the lowest threshold
+    # wins, which is the lowest confidence seen (the first non-empty reliability bin's).
     first = report["recommendations"][0]
-    assert (first["category"], first["min_confidence"], first["coverage"]) == (None, 0.0, 1.0)
+    assert (first["category"], first["coverage"], first["precision"]) == (None, 1.0, 0.6)
+    lowest_bin = next(b for b in reliability if b["count"])
+    assert lowest_bin["low"] <= first["min_confidence"] <= lowest_bin["high"]
     assert "risk-coverage" in result.output and "reliability diagram" in result.output
-    assert "min_confidence = 0.00: precision 0.600" in result.output
+    assert f"min_confidence = {first['min_confidence']:.2f}: precision 0.600" in result.output
     page = (out / "confusion.html").read_text(encoding="utf-8")
     # confusion matrix: header + 3 rows; risk-coverage: header + one row per threshold
     assert page.startswith("<!doctype html>")

@@ -84,8 +84,12 @@ def risk_coverage(
 
 
 def candidate_thresholds(scored: Sequence[Scored]) -> list[float]:
-    """Every distinct confidence, rounded down to 2 decimals (a config value), ascending."""
-    return sorted({int(s.confidence * 100) / 100 for s in scored} | {0.0})
+    """Every distinct confidence, rounded down to 2 decimals (a config value), ascending.
+
+    The lowest candidate is the lowest confidence seen, not 0: below it the history says
+    nothing (a two-category classifier is never under 0.5), and "0.00" would read as
+    "route everything, however unsure"."""
+    return sorted({int(s.confidence * 100) / 100 for s in scored})
 
 
 def recommend(scored: Sequence[Scored], target: float, *, min_routed: int = 1) -> Recommendation:
