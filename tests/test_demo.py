@@ -29,8 +29,8 @@ def test_demo_prints_table_summary_and_second_pass_processes_nothing(
     assert "per category" in out
     assert "second pass: 0 messages processed" in out
     # native vocabulary of each provider, and the departments' forwards
-    assert "category RH + forwarded to" in out and "moved to Triage/RH" in out
-    assert "label Triage/RH, out of Inbox" in out or "label RH + forwarded to" in out
+    assert "forwarded to rh@atelier-dupont.fr +" in out and "category RH + moved to" in out
+    assert "label Triage/RH, out of Inbox" in out or "label RH" in out
     assert "auto-reply" in out  # the out-of-office is skipped, not routed
     assert (tmp_path / "demo.sqlite").exists()
 

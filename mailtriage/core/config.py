@@ -294,6 +294,10 @@ class GraphSettings(_Model):
     # less than `renew_before_minutes` remains.
     subscription_minutes: int = Field(10_000, ge=45, le=10_080)
     renew_before_minutes: int = Field(720, ge=5, le=10_000)
+    # A forward whose answer was lost (a timeout, a 5xx, a crash) is looked for in Sent
+    # Items; Graph saves it there once it is sent, "which may take time", so it is waited
+    # for this long before being forwarded again.
+    sent_copy_grace_s: float = Field(600.0, ge=0, le=86_400)
 
     @model_validator(mode="after")
     def _renewal(self) -> GraphSettings:

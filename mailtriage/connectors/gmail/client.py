@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
@@ -36,6 +37,18 @@ from mailtriage.core.metrics import THROTTLED
 
 T = TypeVar("T")
 Build = Callable[[Any], HttpRequest]  # users() resource -> request
+
+
+def on_endpoint(request: HttpRequest, api_endpoint: str) -> HttpRequest:
+    """`request` with the scheme of `api_endpoint`: for a media upload, google-api-python-
+    client keeps the discovery document's `https` and swaps only the host for the endpoint
+    (`discovery._fix_up_media_path_base_url`), so an `http://` endpoint (the emulator, a
+    local proxy) would get a TLS handshake. Nothing changes for Google's own endpoint."""
+    scheme = urlsplit(api_endpoint).scheme
+    parts = urlsplit(request.uri)
+    if scheme and parts.scheme != scheme:
+        request.uri = urlunsplit(parts._replace(scheme=scheme))
+    return request
 
 
 @dataclass
@@ -216,4 +229,11 @@ class GmailClient:
         return await self._send(COSTS.get(api, 5), lambda: request.execute(num_retries=0))
 
 
-__all__ = ["ClientStats", "GmailClient", "HttpError", "RetryPolicy", "service_account_info"]
+__all__ = [
+    "ClientStats",
+    "GmailClient",
+    "HttpError",
+    "RetryPolicy",
+    "on_endpoint",
+    "service_account_info",
+]
