@@ -17,7 +17,9 @@ def effective_category(decision: Decision, message: Message, settings: Settings)
     allowed = {c.key for c in settings.categories_for(message.mailbox)}
     if decision.category not in allowed:
         return settings.review_category
-    if decision.classifier != "rule" and decision.confidence < settings.min_confidence:
+    if decision.classifier != "rule" and decision.confidence < settings.threshold(
+        decision.category
+    ):
         return settings.review_category
     return decision.category
 
