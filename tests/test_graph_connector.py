@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from azure.core.exceptions import ClientAuthenticationError
 
-from mailtriage.connectors.graph.client import GraphTransport, RetryPolicy, build_client
+from mailtriage.connectors.graph.client import GraphTransport, build_client
 from mailtriage.connectors.graph.convert import MARKER_ID
 from mailtriage.connectors.graph.mailbox import GraphMailbox
 from mailtriage.core.actions import ActionPlan, Forward, Label, MarkRead, Move
@@ -21,23 +21,13 @@ from mailtriage.core.errors import AccessDeniedError, AuthError, ThrottledError
 from mailtriage.core.ports import MemoryStateStore
 from mailtriage.sandbox.graph import GraphEmulator
 from mailtriage.sandbox.graph.config import sandbox_settings
+from tests.graph_fixtures import RH, SHARED, emu, no_backoff
 
-SHARED = "contact@atelier-dupont.fr"
-RH = "rh@atelier-dupont.fr"
+__all__ = ["emu", "no_backoff"]  # fixtures
+
 CUSTOMER = "jeanne.martin@example.org"
 
-
-@pytest.fixture(autouse=True)
-def _no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(RetryPolicy, "delay_scale", 0.0)
-
-
-@pytest.fixture
-def emu() -> Iterator[GraphEmulator]:
-    with GraphEmulator() as e:
-        e.add_mailbox(SHARED)
-        e.add_mailbox(RH)
-        yield e
+pytestmark = pytest.mark.usefixtures("no_backoff")
 
 
 def make_settings(emu: GraphEmulator, *boxes: str, **kw: Any) -> Settings:

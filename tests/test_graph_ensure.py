@@ -8,40 +8,20 @@ through the 404 of the move that met it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from mailtriage.connectors.graph.client import RetryPolicy
 from mailtriage.connectors.graph.mailbox import GraphMailbox
 from mailtriage.core.actions import ActionPlan, Label, Move
 from mailtriage.core.message import Message
-from mailtriage.core.ports import MemoryStateStore
 from mailtriage.sandbox.graph import GraphEmulator
-from mailtriage.sandbox.graph.config import sandbox_settings
+from tests.graph_fixtures import SHARED, box, emu, no_backoff
 
-SHARED = "contact@atelier-dupont.fr"
+__all__ = ["box", "emu", "no_backoff"]  # fixtures
+
 PLAN = ActionPlan("rh", (Label("RH", "preset7"), Move("Triage/RH")))
 
-
-@pytest.fixture(autouse=True)
-def _no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(RetryPolicy, "delay_scale", 0.0)
-
-
-@pytest.fixture
-def emu() -> Iterator[GraphEmulator]:
-    with GraphEmulator() as e:
-        e.add_mailbox(SHARED)
-        yield e
-
-
-@pytest.fixture
-async def box(emu: GraphEmulator) -> AsyncIterator[GraphMailbox]:
-    settings = sandbox_settings(emu.base_url, [SHARED])
-    mb = GraphMailbox.from_settings(settings, settings.mailboxes[0], MemoryStateStore())
-    yield mb
-    await mb.aclose()
+pytestmark = pytest.mark.usefixtures("no_backoff")
 
 
 async def arrivals(emu: GraphEmulator, box: GraphMailbox, n: int) -> list[Message]:

@@ -8,7 +8,6 @@ write that was done although its answer was lost.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -20,13 +19,13 @@ from mailtriage.connectors.graph.mailbox import GraphMailbox
 from mailtriage.core.actions import ActionPlan, Forward, Move
 from mailtriage.core.intents import Intent, forward_key
 from mailtriage.core.message import Message
-from mailtriage.core.ports import MemoryStateStore
 from mailtriage.sandbox.graph import GraphEmulator
 from mailtriage.sandbox.graph.config import sandbox_settings
+from tests.graph_fixtures import RH, SHARED, box, emu
 from tests.helpers import ScriptedJournal
 
-SHARED = "contact@atelier-dupont.fr"
-RH = "rh@atelier-dupont.fr"
+__all__ = ["box", "emu"]  # fixtures
+
 FORWARD = ActionPlan("rh", (Forward((RH,), note="Pour RH", reply_to="jean@example.org"),))
 MOVE = ActionPlan("rh", (Move("Triage/RH"),))
 
@@ -35,22 +34,6 @@ MOVE = ActionPlan("rh", (Move("Triage/RH"),))
 def _no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(RetryPolicy, "delay_scale", 0.0)
     monkeypatch.setattr(GraphForwards, "retry_delay_s", 0.0)
-
-
-@pytest.fixture
-def emu() -> Iterator[GraphEmulator]:
-    with GraphEmulator() as e:
-        e.add_mailbox(SHARED)
-        e.add_mailbox(RH)
-        yield e
-
-
-@pytest.fixture
-async def box(emu: GraphEmulator) -> AsyncIterator[GraphMailbox]:
-    settings = sandbox_settings(emu.base_url, [SHARED])
-    mb = GraphMailbox.from_settings(settings, settings.mailboxes[0], MemoryStateStore())
-    yield mb
-    await mb.aclose()
 
 
 async def arrived(emu: GraphEmulator, box: GraphMailbox) -> tuple[Message, str]:

@@ -8,35 +8,22 @@ still known by its sender, a configured (triaged) mailbox.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from mailtriage.connectors.graph.client import RetryPolicy
 from mailtriage.connectors.graph.mailbox import GraphMailbox
 from mailtriage.core.ledger import Ledger, Status
 from mailtriage.core.pipeline import Outcome, Pipeline
 from mailtriage.core.rules import skip_reason
 from mailtriage.sandbox.graph import GraphEmulator
 from mailtriage.sandbox.graph.config import sandbox_settings
+from tests.graph_fixtures import RH, SHARED, emu, no_backoff
 from tests.helpers import ScriptedClassifier, example_settings, make_message
 
-SHARED = "contact@atelier-dupont.fr"
-RH = "rh@atelier-dupont.fr"
+__all__ = ["emu", "no_backoff"]  # fixtures
 
-
-@pytest.fixture(autouse=True)
-def _no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(RetryPolicy, "delay_scale", 0.0)
-
-
-@pytest.fixture
-def emu() -> Iterator[GraphEmulator]:
-    with GraphEmulator() as e:
-        e.add_mailbox(SHARED)
-        e.add_mailbox(RH)
-        yield e
+pytestmark = pytest.mark.usefixtures("no_backoff")
 
 
 @pytest.mark.parametrize("strip_header", [False, True])
