@@ -46,16 +46,14 @@ from typing import Any
 import numpy as np
 
 from mailtriage.core.calibration import expected_calibration_error
-from mailtriage.core.config import EmbeddedSettings, Settings, load_settings
-from mailtriage.core.embedded import (
+from mailtriage.core.category_model import (
     SCORERS,
-    EmbeddedClassifier,
     build_model,
-    category_text,
     fit_anchored_head,
-    message_text,
     prototype_matrix,
 )
+from mailtriage.core.config import EmbeddedSettings, Settings, load_settings
+from mailtriage.core.embedded import EmbeddedClassifier, category_text, message_text
 from mailtriage.core.embedding import get_embedder, profile_of
 from mailtriage.core.evaluate import (
     Dataset,

@@ -13,9 +13,12 @@ from mailtriage.connectors.graph.bounded import BoundedTransport, JsonStringCap
 from mailtriage.connectors.graph.mailbox import GraphMailbox
 from mailtriage.core.ports import MemoryStateStore
 from mailtriage.sandbox.graph import GraphEmulator
-from tests.test_graph_connector import SHARED, _no_backoff, drain, emu, make_settings
+from tests.graph_fixtures import SHARED, emu, no_backoff
+from tests.test_graph_connector import drain, make_settings
 
-__all__ = ["_no_backoff", "emu"]
+__all__ = ["emu", "no_backoff"]
+
+pytestmark = pytest.mark.usefixtures("no_backoff")
 PIECES = ["a", "é", "€", "😀", '"', "\\", "\n", "\t", "\u0001", "/", "xxxxx", "\u2028"]
 
 

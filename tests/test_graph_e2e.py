@@ -23,9 +23,11 @@ from mailtriage.sandbox.graph import GraphEmulator
 from mailtriage.sandbox.graph.config import sandbox_settings
 from mailtriage.sandbox.llm import DEFAULT_MODEL, SandboxLLM
 from mailtriage.sandbox.server import LoopServer
-from tests.test_graph_connector import _no_backoff
+from tests.graph_fixtures import no_backoff
 
-__all__ = ["_no_backoff"]
+__all__ = ["no_backoff"]
+
+pytestmark = pytest.mark.usefixtures("no_backoff")
 
 SHARED = "contact@atelier-dupont.fr"
 INFO = "info@atelier-dupont.fr"

@@ -18,9 +18,12 @@ from mailtriage.connectors.graph.push import SUB_KEY, GraphPush
 from mailtriage.core.ports import MemoryStateStore
 from mailtriage.sandbox.graph import GraphEmulator
 from mailtriage.sandbox.server import LoopServer
-from tests.test_graph_connector import RH, SHARED, _no_backoff, emu, make_settings
+from tests.graph_fixtures import RH, SHARED, emu, no_backoff
+from tests.test_graph_connector import make_settings
 
-__all__ = ["_no_backoff", "emu"]
+__all__ = ["emu", "no_backoff"]
+
+pytestmark = pytest.mark.usefixtures("no_backoff")
 
 
 @dataclass

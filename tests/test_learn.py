@@ -31,10 +31,12 @@ from mailtriage.sandbox.graph import GraphEmulator
 from mailtriage.sandbox.graph.config import sandbox_settings
 from tests.embedders import real_embedder
 from tests.gmail_fixtures import rfc822
+from tests.graph_fixtures import no_backoff
 from tests.helpers import example_settings
-from tests.test_graph_connector import _no_backoff
 
-__all__ = ["_no_backoff"]
+__all__ = ["no_backoff"]
+
+pytestmark = pytest.mark.usefixtures("no_backoff")
 
 BOX = "contact@atelier-dupont.fr"
 GBOX = "info@atelier-dupont.com"

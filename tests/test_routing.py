@@ -18,13 +18,10 @@ from mailtriage.core.calibration import (
     reliability,
     stratified_folds,
 )
+from mailtriage.core.category_model import MIN_CALIBRATION, build_model
 from mailtriage.core.config import parse_settings
 from mailtriage.core.decision import ConfidenceSource, Decision
-from mailtriage.core.embedded import (
-    MIN_CALIBRATION,
-    EmbeddedClassifier,
-    build_model,
-)
+from mailtriage.core.embedded import EmbeddedClassifier
 from mailtriage.core.embedding import DEFAULT_PROFILE
 from mailtriage.core.examples import Example, MemoryExampleSource
 from mailtriage.core.head import Head, fit_head, prototype_head, softmax_rows, standardiser

@@ -70,7 +70,8 @@ def learn(
 def advise_threshold(settings: Settings, ledger: Ledger, address: str, target: float) -> None:
     """What the mailbox's history says about `min_confidence`: the embedded classifier's
     cross-validated predictions of the learned examples, against `target` precision."""
-    from mailtriage.core.embedded import MIN_CALIBRATION, EmbeddedClassifier
+    from mailtriage.core.category_model import MIN_CALIBRATION
+    from mailtriage.core.embedded import EmbeddedClassifier
     from mailtriage.core.learn import Learner
 
     learner = Learner(settings, ledger)
