@@ -200,6 +200,8 @@ class GraphSettings(_Model):
     anonymous: bool = False
     # Requests in flight per mailbox (Outlook allows 4 concurrent requests).
     max_concurrency: int = Field(4, ge=1, le=4)
+    # Requests in flight for the whole process, and HTTP connections kept open for them.
+    max_in_flight: int = Field(32, ge=1, le=512)
     timeout_s: float = Field(30.0, gt=0, le=300)
     # Delta page size (Prefer: odata.maxpagesize).
     page_size: int = Field(50, ge=1, le=1000)

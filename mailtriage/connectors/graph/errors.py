@@ -8,7 +8,7 @@ from contextlib import contextmanager
 import httpx
 from kiota_abstractions.api_error import APIError
 
-from mailtriage.connectors.graph.client import parse_retry_after
+from mailtriage.connectors.graph.transport import parse_retry_after
 from mailtriage.core.errors import (
     AccessDeniedError,
     AuthError,
@@ -42,6 +42,15 @@ def error_code(exc: APIError) -> str:
 def error_message(exc: APIError) -> str:
     err = getattr(exc, "error", None)
     return str(getattr(err, "message", "") or exc.message or exc)
+
+
+def describe(exc: BaseException) -> str:
+    """`ReadTimeout: <text>`, with the cause's text when the exception has none."""
+    text = str(exc).strip()
+    cause = exc.__cause__ or exc.__context__
+    if not text and cause is not None:
+        text = f"{type(cause).__name__}: {cause}".rstrip(": ")
+    return f"{type(exc).__name__}: {text or 'no detail'}"
 
 
 def translate(exc: BaseException, mailbox: str | None) -> ConnectorError:
@@ -82,7 +91,10 @@ def translate(exc: BaseException, mailbox: str | None) -> ConnectorError:
             mailbox=mailbox,
         )
     if isinstance(exc, httpx.HTTPError):
-        return ConnectorError(f"Graph transport error{where}: {exc}", mailbox=mailbox)
+        # httpx's timeouts often have no text at all: the type is what says what happened.
+        return ConnectorError(
+            f"Graph transport error{where}: {describe(exc)}", mailbox=mailbox
+        )
     return ConnectorError(f"Graph call failed{where}: {type(exc).__name__}: {exc}", mailbox=mailbox)
 
 
