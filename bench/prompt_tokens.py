@@ -1,4 +1,5 @@
-"""Prompt tokens per message for the example configuration (median, p95).
+"""Prompt tokens per message for the example configuration (median, p95), full and
+compact prompt (`llm.prompt`).
 
 Runs the real LLMClassifier (json_schema + logprobs, the default path) against the sandbox
 OpenAI server over public e-mails read in place from ../shared/data: every melusine-fr
@@ -13,7 +14,12 @@ and German). For each request the prompt the server received is counted three wa
   same per-message overhead), what the Decision records in tests and the demo.
 - `chars/4`: total characters of the prompt divided by 4, the usual rule of thumb.
 
+The system prompt is the part a server's prefix cache keeps from one message to the next
+(bench/llm_server.py measures that on a real llama.cpp server); the rest is evaluated for
+every message.
+
 Usage:  .venv/bin/python bench/prompt_tokens.py [--tickets 400] [--data ../shared/data]
+        [--prompt full|compact|both]
 """
 
 from __future__ import annotations
@@ -109,7 +115,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--tickets", type=int, default=400, help="support-ticket rows to read")
+    parser.add_argument("--prompt", choices=["full", "compact", "both"], default="both")
     args = parser.parse_args()
+    modes = ["full", "compact"] if args.prompt == "both" else [args.prompt]
     if not args.data.is_dir():
         sys.exit(f"public data folder not found at {args.data}")
 
@@ -119,9 +127,9 @@ def main() -> None:
     if exact is None:
         print("  (o200k row skipped: `pip install bpe-openai` for exact GPT-4o counts)")
     with SandboxLLM() as llm:
-        update = {"base_url": llm.base_url, "model": llm.model, "api_key_env": None}
-        settings = base.model_copy(update={"llm": base.llm.model_copy(update=update)})
-        for mailbox, what in MAILBOXES.items():
+        for mode, (mailbox, what) in ((m, b) for m in modes for b in MAILBOXES.items()):
+            update = {"base_url": llm.base_url, "model": llm.model, "prompt": mode}
+            settings = base.model_copy(update={"llm": base.llm.model_copy(update=update)})
             llm.reset()
             batch = messages(args.data, args.tickets, mailbox)
             decisions = asyncio.run(run(settings, batch))
@@ -130,7 +138,7 @@ def main() -> None:
             chars = [sum(len(m["content"]) for m in b["messages"]) // 4 for b in bodies]
             system = bodies[0]["messages"][0]["content"]
             print(
-                f"\n{mailbox} ({what}), {len(bodies)} messages "
+                f"\nprompt {mode!r}, {mailbox} ({what}), {len(bodies)} messages "
                 f"(melusine-fr 41 + support-tickets {len(bodies) - 41}); "
                 f"system prompt {len(system)} chars"
             )

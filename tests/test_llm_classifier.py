@@ -12,14 +12,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import openai
-import openai._base_client
 import pytest
 
 from mailtriage.core.config import Settings, load_settings
 from mailtriage.core.decision import ConfidenceSource, Decision
 from mailtriage.core.errors import ClassifierError, ConfigError
-from mailtriage.core.llm import LLMClassifier, ResponseMode, logprob_confidence
+from mailtriage.core.ladder import ENDPOINTS, Rung
+from mailtriage.core.llm import LLMClassifier, logprob_confidence
 from mailtriage.core.message import Address, Attachment, Message
 from mailtriage.core.prompt import BLOCK_CLOSE, BLOCK_OPEN, parse_json_answer, parse_text_answer
 from mailtriage.sandbox.llm import ParsedRequest, Policy, SandboxLLM
@@ -55,13 +54,6 @@ def fixed(category: str, confidence: float = 0.83, reason: str = "supplier invoi
         return category, confidence, reason
 
     return policy
-
-
-@pytest.fixture(autouse=True)
-def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep the openai client's exponential backoff tiny (server retry-after still wins)."""
-    monkeypatch.setattr(openai._base_client, "INITIAL_RETRY_DELAY", 0.001)
-    monkeypatch.setattr(openai._base_client, "MAX_RETRY_DELAY", 0.01)
 
 
 async def classify(settings: Settings, *messages: Message, **kwargs: Any) -> list[Decision]:
@@ -162,10 +154,20 @@ async def test_long_text_is_cut_keeping_subject_and_opening(llm: SandboxLLM) -> 
     assert len(user) < 500 + 300
 
 
-# -- fallbacks on HTTP 400 ------------------------------------------------------------------
+# -- the ladder: refusals step down and are remembered ------------------------------------
 
 
-async def test_json_schema_rejected_falls_back_to_json_object_and_remembers(
+def sent_formats(llm: SandboxLLM) -> list[tuple[str, int]]:
+    """(rung asked for, HTTP status) of each chat request, in order."""
+    out = []
+    for r in llm.chat_requests():
+        fmt = r.body.get("response_format") or {"type": "text"}
+        name = fmt["type"] + ("_schema" if "schema" in fmt else "")
+        out.append((name, r.status))
+    return out
+
+
+async def test_json_schema_refused_steps_down_to_json_object_with_schema(
     llm: SandboxLLM,
 ) -> None:
     llm.policy = fixed("devis", 0.7)
@@ -177,12 +179,58 @@ async def test_json_schema_rejected_falls_back_to_json_object_and_remembers(
 
     assert first.category == second.category == "devis"
     assert first.confidence_source is ConfidenceSource.LOGPROB
-    assert classifier.mode is ResponseMode.JSON_OBJECT
-    sent = [(r.body["response_format"]["type"], r.status) for r in llm.chat_requests()]
-    assert sent == [("json_schema", 400), ("json_object", 200), ("json_object", 200)]
+    assert classifier.rung is Rung.JSON_OBJECT_SCHEMA
+    assert sent_formats(llm) == [
+        ("json_schema", 400),
+        ("json_object_schema", 200),
+        ("json_object_schema", 200),
+    ]
+    # llama.cpp's form: the schema rides in the json_object format, its enum constrains.
+    fmt = llm.bodies()[1]["response_format"]
+    assert fmt["schema"]["properties"]["category"]["enum"] == ALL_KEYS
 
 
-async def test_all_json_modes_rejected_falls_back_to_text(llm: SandboxLLM) -> None:
+@pytest.mark.parametrize("status", [400, 422, 500])
+async def test_any_refusal_naming_the_format_steps_down_at_once(
+    llm: SandboxLLM, status: int
+) -> None:
+    """llama-cpp-python answers json_schema with a 500; no retry is spent on it."""
+    llm.faults.reject_response_formats("json_schema", status=status)
+    [decision] = await classify(make_settings(llm.base_url, max_retries=3), invoice())
+    assert decision.category == "fournisseurs"
+    assert sent_formats(llm) == [("json_schema", status), ("json_object_schema", 200)]
+
+
+async def test_the_memory_is_per_endpoint_and_shared_by_classifiers(llm: SandboxLLM) -> None:
+    llm.faults.reject_response_formats("json_schema", status=500)
+    await classify(make_settings(llm.base_url), invoice())
+    # A new classifier on the same endpoint and model starts where the last one ended...
+    await classify(make_settings(llm.base_url), invoice())
+    # ...another model on the same server probes from the top.
+    await classify(make_settings(llm.base_url, model="other-model"), invoice())
+    assert sent_formats(llm) == [
+        ("json_schema", 500),
+        ("json_object_schema", 200),
+        ("json_object_schema", 200),
+        ("json_schema", 500),
+        ("json_object_schema", 200),
+    ]
+    ENDPOINTS.clear()  # what a restart does: the next message probes again
+    await classify(make_settings(llm.base_url), invoice())
+    assert sent_formats(llm)[-2:] == [("json_schema", 500), ("json_object_schema", 200)]
+
+
+async def test_concurrent_first_messages_probe_once(llm: SandboxLLM) -> None:
+    llm.faults.reject_response_formats("json_schema", status=500)
+    llm.faults.set_latency(0.05)
+    classifier = LLMClassifier(make_settings(llm.base_url, max_concurrency=4))
+    decisions = await asyncio.gather(*(classifier.classify(invoice()) for _ in range(4)))
+    await classifier.aclose()
+    assert [d.category for d in decisions] == ["fournisseurs"] * 4
+    assert sorted(sent_formats(llm)) == [("json_object_schema", 200)] * 4 + [("json_schema", 500)]
+
+
+async def test_all_json_modes_refused_falls_back_to_text(llm: SandboxLLM) -> None:
     llm.policy = fixed("rh", 0.64, "a job application")
     llm.faults.reject_response_formats("json_schema", "json_object")
     classifier = LLMClassifier(make_settings(llm.base_url))
@@ -194,10 +242,22 @@ async def test_all_json_modes_rejected_falls_back_to_text(llm: SandboxLLM) -> No
     assert first.confidence == pytest.approx(0.64, abs=1e-6)
     assert first.confidence_source is ConfidenceSource.LOGPROB
     assert first.reason.endswith("a job application")
-    assert classifier.mode is ResponseMode.TEXT
-    statuses = [r.status for r in llm.chat_requests()]
-    assert statuses == [400, 400, 200, 200]
+    assert classifier.rung is Rung.TEXT
+    assert [status for _, status in sent_formats(llm)] == [400, 400, 400, 200, 200]
     assert "response_format" not in llm.bodies()[-1]
+
+
+@pytest.mark.parametrize("rung", list(Rung))
+async def test_a_configured_rung_is_where_the_ladder_starts(llm: SandboxLLM, rung: Rung) -> None:
+    llm.policy = fixed("clients", 0.8)
+    classifier = LLMClassifier(make_settings(llm.base_url, response_format=str(rung)))
+    decision = await classifier.classify(invoice())
+    await classifier.aclose()
+    assert decision.category == "clients"
+    assert decision.confidence == pytest.approx(0.8, abs=1e-6)
+    assert decision.confidence_source is ConfidenceSource.LOGPROB
+    assert sent_formats(llm) == [(str(rung), 200)]
+    assert classifier.rung is rung
 
 
 async def test_text_mode_without_logprobs_reads_the_written_confidence(llm: SandboxLLM) -> None:
@@ -221,7 +281,7 @@ async def test_logprobs_rejected_retries_without_and_remembers(llm: SandboxLLM) 
     assert first.confidence_source is ConfidenceSource.MODEL
     assert first.confidence == pytest.approx(0.77)
     assert classifier.uses_logprobs is False
-    assert classifier.mode is ResponseMode.JSON_SCHEMA
+    assert classifier.rung is Rung.JSON_SCHEMA
     sent = [(bool(r.body.get("logprobs")), r.status) for r in llm.chat_requests()]
     assert sent == [(True, 400), (False, 200), (False, 200)]
 
@@ -235,7 +295,7 @@ async def test_max_tokens_rejected_switches_to_max_completion_tokens(llm: Sandbo
     sent = [("max_tokens" in r.body, "max_completion_tokens" in r.body, r.status)
             for r in llm.chat_requests()]  # fmt: skip
     assert sent == [(True, False, 400), (False, True, 200), (False, True, 200)]
-    assert classifier.mode is ResponseMode.JSON_SCHEMA and classifier.uses_logprobs
+    assert classifier.rung is Rung.JSON_SCHEMA and classifier.uses_logprobs
 
 
 async def test_temperature_rejected_is_dropped(llm: SandboxLLM) -> None:
@@ -251,30 +311,68 @@ async def test_400_naming_nothing_loosens_step_by_step_then_fails(llm: SandboxLL
     with pytest.raises(ClassifierError, match="HTTP 400"):
         await classifier.classify(invoice())
     await classifier.aclose()
-    sent = [
-        ((r.body.get("response_format") or {}).get("type", "text"), "logprobs" in r.body)
-        for r in llm.chat_requests()
-    ]
+    sent = [(name, "logprobs" in r.body) for (name, _), r in zip(
+        sent_formats(llm), llm.chat_requests(), strict=True)]  # fmt: skip
     assert sent == [
         ("json_schema", True),
+        ("json_object_schema", True),
         ("json_object", True),
         ("text", True),
         ("text", False),
     ]
-    # Nothing worked, so nothing is remembered.
-    assert classifier.mode is ResponseMode.JSON_SCHEMA and classifier.uses_logprobs
+    # Nothing worked, so nothing is remembered (a prompt over the context size must not
+    # demote the endpoint for good).
+    assert classifier.rung is Rung.JSON_SCHEMA and classifier.uses_logprobs
+
+
+async def test_a_500_naming_nothing_is_a_server_error_not_a_refusal(llm: SandboxLLM) -> None:
+    llm.faults.fail(1, status=500)
+    [decision] = await classify(make_settings(llm.base_url), invoice())
+    assert decision.category == "fournisseurs"
+    assert sent_formats(llm) == [("json_schema", 500), ("json_schema", 200)]
+
+
+# -- unusable answers step down for this message only -----------------------------------------
+
+
+async def test_unparseable_answer_steps_down_for_this_message_only(llm: SandboxLLM) -> None:
+    llm.faults.malform(1)
+    classifier = LLMClassifier(make_settings(llm.base_url))
+    first = await classifier.classify(invoice())
+    second = await classifier.classify(invoice())
+    await classifier.aclose()
+    assert first.category == second.category == "fournisseurs"
+    # One bad answer is the model's, not the server's: the next message starts at the top.
+    assert sent_formats(llm) == [
+        ("json_schema", 200),
+        ("json_object_schema", 200),
+        ("json_schema", 200),
+    ]
+    assert classifier.rung is Rung.JSON_SCHEMA
+
+
+async def test_unparseable_at_every_rung_raises_classifier_error(llm: SandboxLLM) -> None:
+    llm.faults.malform(4)
+    with pytest.raises(ClassifierError, match="could not be parsed"):
+        await classify(make_settings(llm.base_url), invoice())
+    assert [name for name, _ in sent_formats(llm)] == [str(r) for r in Rung]
+    # The next call is fine again: nothing was remembered from the failure.
+    [decision] = await classify(make_settings(llm.base_url), invoice())
+    assert decision.category == "fournisseurs"
+    assert sent_formats(llm)[-1] == ("json_schema", 200)
 
 
 # -- answers that name no configured key -> review -------------------------------------------
 
 
-async def test_unknown_key_goes_to_review(llm: SandboxLLM) -> None:
+async def test_unknown_key_steps_down_then_goes_to_review(llm: SandboxLLM) -> None:
     llm.policy = fixed("urgent_ceo", 0.99)
     llm.faults.set_enforce_schema(False)  # e.g. a server that accepts but ignores the schema
     [decision] = await classify(make_settings(llm.base_url), invoice())
     assert decision.category == "review"
     assert "urgent_ceo" in decision.reason and "not a configured category" in decision.reason
     assert decision.confidence == 0.0
+    assert [name for name, _ in sent_formats(llm)] == [str(r) for r in Rung]
 
 
 async def test_key_in_other_case_is_accepted(llm: SandboxLLM) -> None:
@@ -292,15 +390,6 @@ async def test_refusal_goes_to_review(llm: SandboxLLM) -> None:
 
 
 # -- no usable answer -> ClassifierError -------------------------------------------------------
-
-
-async def test_malformed_output_raises_classifier_error(llm: SandboxLLM) -> None:
-    llm.faults.malform(1)
-    with pytest.raises(ClassifierError, match="could not be parsed"):
-        await classify(make_settings(llm.base_url), invoice())
-    # The next call is fine again: nothing was remembered from the failure.
-    [decision] = await classify(make_settings(llm.base_url), invoice())
-    assert decision.category == "fournisseurs"
 
 
 async def test_429_with_retry_after_is_retried(llm: SandboxLLM) -> None:
@@ -425,7 +514,9 @@ async def test_broken_examples_hook_does_not_block(llm: SandboxLLM) -> None:
         ('{"category": "clients", "confidence": 85, "reason": "x"}', "clients", 0.85),
         ('{"category": "clients", "confidence": -3, "reason": "x"}', "clients", 0.0),
         ('{"category": "clients", "confidence": "high", "reason": "x"}', "clients", None),
-        ('{"category": "publicite", "confidence": 0.9, "reason": "trunc', "publicite", None),
+        # Cut by the token budget: the category and a whole confidence survive.
+        ('{"category": "publicite", "confidence": 0.9, "reason": "trunc', "publicite", 0.9),
+        ('{ "category": "devis", "confidence": 0.', "devis", None),
     ],
 )
 def test_parse_json_answer(content: str, category: str, confidence: float | None) -> None:
@@ -478,3 +569,88 @@ def test_logprob_confidence_relocates_when_tokens_differ_from_content() -> None:
     confidence = logprob_confidence(list(zip(pieces, logprobs, strict=True)), content, answer)
     assert confidence == pytest.approx(0.4)
     assert logprob_confidence([], content, answer) is None
+
+
+# -- every rung under every fault (the sandbox can fail where the real server cannot) ------
+
+FAULTS = ["500 refusal", "unparseable", "hang"]
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+@pytest.mark.parametrize("rung", list(Rung))
+async def test_every_rung_under_every_fault(llm: SandboxLLM, rung: Rung, fault: str) -> None:
+    """Forced to start at `rung`: a 500 refusal of the format steps down (text has no
+    format to refuse: a bare 500 there is a server error, retried); an unparseable answer
+    steps down for this message (at text, nothing is left: ClassifierError); a hung
+    response is cut by the client's timeout and retried once."""
+    llm.policy = fixed("devis", 0.7)
+    settings = make_settings(llm.base_url, response_format=str(rung), timeout_s=0.3, max_retries=1)
+    if fault == "500 refusal" and rung is not Rung.TEXT:
+        llm.faults.reject_response_formats(str(rung), status=500)
+    elif fault == "500 refusal":
+        llm.faults.fail(1, status=500)
+    elif fault == "unparseable":
+        llm.faults.malform(1)
+    else:
+        llm.faults.hang(1, seconds=5)
+    classifier = LLMClassifier(settings)
+    try:
+        if fault == "unparseable" and rung is Rung.TEXT:
+            with pytest.raises(ClassifierError, match="could not be parsed"):
+                await classifier.classify(invoice())
+            return
+        decision = await classifier.classify(invoice())
+    finally:
+        await classifier.aclose()
+    assert decision.category == "devis"
+    assert decision.confidence == pytest.approx(0.7, abs=1e-6)
+    sent = sent_formats(llm)
+    looser = str(rung.looser)
+    expected = {
+        "500 refusal": [(str(rung), 500), (looser, 200)]
+        if rung is not Rung.TEXT
+        else [("text", 500), ("text", 200)],
+        "unparseable": [(str(rung), 200), (looser, 200)],
+        # The hung request is recorded when the server lets it go, after the retry.
+        "hang": [(str(rung), 200), (str(rung), 200)],
+    }[fault]
+    for _ in range(100):  # the hung request is recorded once the server notices the hang-up
+        if len(sent) >= len(expected):
+            break
+        await asyncio.sleep(0.02)
+        sent = sent_formats(llm)
+    assert sorted(sent) == sorted(expected)
+    refused = fault == "500 refusal" and rung is not Rung.TEXT
+    assert classifier.rung is (rung.looser if refused else rung)
+
+
+# -- concurrency: cloud, local, and a local server's own slots ---------------------------
+
+
+async def test_a_local_server_reporting_slots_sets_the_concurrency() -> None:
+    with SandboxLLM(slots=2) as server:
+        server.faults.set_latency(0.1)
+        classifier = LLMClassifier(make_settings(server.base_url))
+        decisions = await asyncio.gather(*(classifier.classify(invoice()) for _ in range(6)))
+        await classifier.aclose()
+        assert [d.category for d in decisions] == ["fournisseurs"] * 6
+        assert classifier.concurrency == 2
+        assert server.max_in_flight == 2
+        assert [r.path for r in server.requests].count("/props") == 1
+
+
+async def test_an_explicit_max_concurrency_wins_over_the_slots() -> None:
+    with SandboxLLM(slots=2) as server:
+        server.faults.set_latency(0.1)
+        classifier = LLMClassifier(make_settings(server.base_url, max_concurrency=3))
+        await asyncio.gather(*(classifier.classify(invoice()) for _ in range(6)))
+        await classifier.aclose()
+        assert classifier.concurrency == 3 and server.max_in_flight == 3
+        assert "/props" not in [r.path for r in server.requests]
+
+
+async def test_a_local_server_without_slots_keeps_the_local_default(llm: SandboxLLM) -> None:
+    classifier = LLMClassifier(make_settings(llm.base_url))
+    await classifier.classify(invoice())
+    await classifier.aclose()
+    assert classifier.concurrency == 4

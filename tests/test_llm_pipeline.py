@@ -32,9 +32,16 @@ CASES: list[tuple[str, FaultSetter, str, str]] = [
     ("500 once", lambda f: f.fail(1), Outcome.DONE, "rh"),  # the client's own retry
     ("500 storm", lambda f: f.fail(10), Outcome.FAILED, "rh"),
     ("hang", lambda f: f.hang(2, seconds=5), Outcome.FAILED, "rh"),  # past the retry too
-    ("malformed", lambda f: f.malform(3), Outcome.FAILED, "rh"),
+    ("malformed once", lambda f: f.malform(1), Outcome.DONE, "rh"),  # the next rung answers
+    ("malformed at every rung", lambda f: f.malform(8), Outcome.FAILED, "rh"),
     ("refusal", lambda f: f.refuse(1), Outcome.DONE, "review"),
     ("no json_schema", lambda f: f.reject_response_formats("json_schema"), Outcome.DONE, "rh"),
+    (
+        "json_schema refused with 500 (llama-cpp-python)",
+        lambda f: f.reject_response_formats("json_schema", status=500),
+        Outcome.DONE,
+        "rh",
+    ),
     (
         "no structured output",
         lambda f: f.reject_response_formats("json_schema", "json_object"),

@@ -162,6 +162,43 @@ def test_json_schema_rejection_uses_openai_error_shape(llm: SandboxLLM, http: ht
     assert ok.status_code == 200
 
 
+def test_json_schema_refused_with_500_like_llama_cpp_python(
+    llm: SandboxLLM, http: httpx.Client
+) -> None:
+    """The shape llama-cpp-python 0.3.36 answered in tests/test_llm_real_server.py: its
+    route handler turns the request validation error into a 500 (server/errors.py)."""
+    llm.faults.reject_response_formats("json_schema", status=500)
+    response = http.post("/chat/completions", json=chat("x", response_format=schema_format(KEYS)))
+    assert response.status_code == 500
+    error = response.json()["error"]
+    assert error["type"] == "internal_server_error" and error["param"] is None
+    assert "'response_format', 'type'" in error["message"]
+    assert "Input should be 'text' or 'json_object'" in error["message"]
+
+
+def test_json_object_with_a_schema_is_constrained_like_llama_cpp(
+    llm: SandboxLLM, http: httpx.Client
+) -> None:
+    llm.policy = lambda request: ("urgent_ceo", 0.9, "not a key")
+    schema = schema_format(["clients", "review"])["json_schema"]["schema"]
+    fmt = {"type": "json_object", "schema": schema}
+    response = http.post("/chat/completions", json=chat("x", response_format=fmt))
+    answer = json.loads(response.json()["choices"][0]["message"]["content"])
+    assert answer["category"] == "review"  # the grammar cannot spell another key
+    # Refusing json_object refuses it with a schema too.
+    llm.faults.reject_response_formats("json_object")
+    refused = http.post("/chat/completions", json=chat("x", response_format=fmt))
+    assert refused.status_code == 400
+
+
+def test_props_reports_slots_only_when_configured(http: httpx.Client) -> None:
+    root = str(http.base_url).removesuffix("/v1/")
+    assert httpx.get(root + "/props").status_code == 404
+    with SandboxLLM(slots=3) as server:
+        props = httpx.get(server.base_url.removesuffix("/v1") + "/props").json()
+        assert props["total_slots"] == 3
+
+
 def test_logprobs_rejection(llm: SandboxLLM, http: httpx.Client) -> None:
     llm.faults.set_reject_logprobs(True)
     response = http.post("/chat/completions", json=chat("x", logprobs=True))

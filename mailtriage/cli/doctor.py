@@ -104,21 +104,14 @@ def open_state(settings: Settings) -> tuple[Ledger | None, Row]:
 
 
 def model_row(settings: Settings) -> Row:
-    """Whether the configured model endpoint answers (none configured: the embedded model)."""
+    """Whether the configured model endpoint classifies, and how (none: the embedded model)."""
     if not settings.llm.configured:
         detail = "none: the embedded classifier decides"
         return Row("mailtriage", "model", "configured", True, detail)
-    from mailtriage.core.llm import llm_reachable
+    from mailtriage.cli.llm_doctor import probe
 
-    ok = llm_reachable(settings)
-    return Row(
-        "mailtriage",
-        f"model {settings.llm.model}",
-        "reachable",
-        ok,
-        settings.llm.base_url,
-        "" if ok else "start the model server, or fix [llm] base_url / model",
-    )
+    ok, detail, fix = probe(settings)
+    return Row("mailtriage", f"model {settings.llm.model}", "classifies", ok, detail, fix)
 
 
 def provider_rows(

@@ -7,11 +7,14 @@ variable and fields ending in `_file` name a file that holds the secret.
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -19,13 +22,18 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from mailtriage.core.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 DEFAULT_LLM_URL = "http://localhost:11434/v1"
+# What the `openai` client sends when no key is configured (it refuses an empty one).
+NO_KEY = "not-needed"
 DEFAULT_CONFIG_NAME = "mailtriage.toml"
 _EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 _KEY = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,39}$")
@@ -74,31 +82,103 @@ def read_secret(env: str | None, file: str | Path | None, *, what: str) -> Secre
     return None
 
 
+# Host names that only resolve inside a private network (RFC 6761, 6762, 8375; ICANN's
+# reserved `.internal`). A single-label name (`ollama`, a compose service) counts too.
+_PRIVATE_SUFFIXES = (".localhost", ".local", ".internal", ".lan", ".home.arpa", ".localdomain")
+# Cloud endpoints serve many clients at once; a local server's own slots decide (see llm.py).
+CLOUD_CONCURRENCY = 16
+LOCAL_CONCURRENCY = 4
+ResponseFormat = Literal["auto", "json_schema", "json_object_schema", "json_object", "text"]
+
+
+def is_local_url(url: str) -> bool:
+    """True for a base URL on loopback, a private or link-local address, or a private name.
+
+    No DNS lookup: a public-looking name is a cloud endpoint, whatever it resolves to.
+    """
+    host = (urlsplit(url).hostname or "").lower().rstrip(".")
+    if not host:
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_global
+    except ValueError:
+        pass
+    return host == "localhost" or "." not in host or host.endswith(_PRIVATE_SUFFIXES)
+
+
+def _default_concurrency(data: dict[str, Any]) -> int:
+    return LOCAL_CONCURRENCY if is_local_url(data.get("base_url", "")) else CLOUD_CONCURRENCY
+
+
 class LLMSettings(_Model):
-    """An OpenAI-compatible chat endpoint (OpenAI, Azure OpenAI, Ollama, vLLM)."""
+    """An OpenAI-compatible chat endpoint (OpenAI, Azure OpenAI, Ollama, llama.cpp, vLLM).
+
+    A server on loopback or a private address needs no key; a cloud endpoint does.
+    """
 
     base_url: str = DEFAULT_LLM_URL
+    # Requests in flight: 16 for a cloud endpoint, 4 for a local one unless the server
+    # reports its parallel slots (llama.cpp `/props`); a value set here always wins.
+    # (Declared right after base_url: its default is computed from it.)
+    max_concurrency: int = Field(default_factory=_default_concurrency, ge=1, le=64)
     model: str = ""
-    api_key_env: str | None = None
     api_key_file: str | None = None
+    api_key_env: str | None = Field(None, validate_default=True)
     timeout_s: float = Field(30.0, gt=0, le=600)
     max_input_chars: int = Field(4000, ge=200, le=200_000)
     temperature: float = Field(0.0, ge=0, le=2)
     max_retries: int = Field(3, ge=0, le=10)
-    max_concurrency: int = Field(4, ge=1, le=64)
     logprobs: bool = True
     # Few-shot examples taken from the ledger (learned from history) per message.
     few_shot: int = Field(3, ge=0, le=20)
+    # The first rung of the output-format ladder ("auto" = the strictest, json_schema).
+    response_format: ResponseFormat = "auto"
+    # "compact": category descriptions without examples and shorter rules (fewer tokens).
+    prompt: Literal["full", "compact"] = "full"
+    # Answer budget; a reasoning model needs more than the JSON answer itself.
+    max_output_tokens: int = Field(256, ge=1, le=32_768)
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _key_for_cloud(cls, v: str | None, info: ValidationInfo) -> str | None:
+        url = info.data.get("base_url")
+        if v or info.data.get("api_key_file") or not info.data.get("model") or url is None:
+            return v
+        if not is_local_url(url):
+            raise ValueError(
+                f"{url} is a cloud endpoint and needs an API key: name the environment "
+                "variable that holds it here, or set llm.api_key_file (a keyless server "
+                "must be on loopback, a private address or a private host name)"
+            )
+        return v
 
     @property
     def configured(self) -> bool:
         """An endpoint counts as configured once a model name is given."""
         return bool(self.model)
 
+    @property
+    def is_local(self) -> bool:
+        return is_local_url(self.base_url)
+
+    @property
+    def concurrency_is_default(self) -> bool:
+        """True when `max_concurrency` was not set, so a server's own slots may decide."""
+        return "max_concurrency" not in self.model_fields_set
+
     def api_key(self) -> str:
-        """The API key; local servers (Ollama, vLLM) ignore it, so a placeholder is fine."""
-        secret = read_secret(self.api_key_env, self.api_key_file, what="llm.api_key_env")
-        return secret.get_secret_value() if secret else "not-needed"
+        """The API key. A local server gets a placeholder when no key is configured or the
+        named variable is unset (its own key check then answers 401, named by the client);
+        a cloud endpoint with an unset variable is a ConfigError naming the field."""
+        what = "llm.api_key_env" if self.api_key_env else "llm.api_key_file"
+        try:
+            secret = read_secret(self.api_key_env, self.api_key_file, what=what)
+        except ConfigError:
+            if not self.is_local:
+                raise
+            log.warning("%s: no key available; a local server is called without one", what)
+            return NO_KEY
+        return secret.get_secret_value() if secret else NO_KEY
 
 
 class EmbeddedSettings(_Model):

@@ -85,7 +85,8 @@ def secret_problems(settings: Settings) -> list[str]:
     """Secrets the configured providers and model will read: each must be there."""
     found: list[str] = []
     providers = {m.provider for m in settings.mailboxes}
-    if settings.llm.configured and settings.effective_classifier in ("llm", "cascade"):
+    uses_llm = settings.llm.configured and settings.effective_classifier in ("llm", "cascade")
+    if uses_llm and not settings.llm.is_local:  # a local server is called without a key
         found += _secret("llm.api_key", settings.llm.api_key_env, settings.llm.api_key_file)
     graph = settings.graph
     if "graph" in providers and not graph.anonymous:

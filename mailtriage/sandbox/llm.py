@@ -8,8 +8,13 @@ the server honours `response_format` (json_schema with its enum, json_object, te
 tokenises the answer into small tokens so that logprobs can be read like a real model's.
 
 Faults can be switched on at run time from any thread (latency, 429 with retry-after,
-500, hang, malformed JSON, json_schema or logprobs rejected with HTTP 400, 401 on a
-wrong key). Requests are recorded in memory for tests and never logged.
+500, hang, malformed JSON, a response format or logprobs refused with HTTP 400 in OpenAI's
+shape or with HTTP 500 in llama-cpp-python's, 401 on a wrong key). Requests are recorded
+in memory for tests and never logged.
+
+Like llama.cpp servers, it also honours `{"type": "json_object", "schema": {...}}` (its
+enum constrains the answer, as their grammar does) and, with `slots=N`, answers `GET /props`
+with `total_slots` (llama.cpp tools/server/README.md, "GET /props").
 
     with SandboxLLM() as llm:
         client = openai.OpenAI(base_url=llm.base_url, api_key="sk-local")
@@ -93,7 +98,7 @@ class ParsedRequest:
     system: str
     user: str
     allowed: tuple[str, ...] | None
-    response_format: str  # "json_schema" | "json_object" | "text"
+    response_format: str  # "json_schema" | "json_object_schema" | "json_object" | "text"
 
 
 # A policy returns (category, confidence in [0, 1], reason).
@@ -310,6 +315,7 @@ class Faults:
     malform_next: int = 0
     refuse_next: int = 0
     reject_formats: frozenset[str] = frozenset()
+    reject_status: int = 400
     reject_logprobs: bool = False
     reject_params: frozenset[str] = frozenset()
     enforce_schema: bool = True
@@ -348,10 +354,13 @@ class Faults:
         with self._lock:
             self.refuse_next = n
 
-    def reject_response_formats(self, *formats: str) -> None:
-        """Reject these `response_format` types ("json_schema", "json_object") with 400."""
+    def reject_response_formats(self, *formats: str, status: int = 400) -> None:
+        """Refuse these response formats ("json_schema", "json_object_schema",
+        "json_object"; refusing json_object refuses it with a schema too). 400 answers as
+        OpenAI does; 500 as llama-cpp-python does for json_schema."""
         with self._lock:
             self.reject_formats = frozenset(formats)
+            self.reject_status = status
 
     def reject_parameters(self, *names: str) -> None:
         """Reject requests carrying these body fields with 400 `unsupported_parameter`
@@ -390,6 +399,7 @@ class Faults:
                 "fail_status": self.fail_status,
                 "hang_s": self.hang_s,
                 "reject_formats": self.reject_formats,
+                "reject_status": self.reject_status,
                 "reject_logprobs": self.reject_logprobs,
                 "reject_params": self.reject_params,
                 "enforce_schema": self.enforce_schema,
@@ -419,8 +429,36 @@ def _text_of(content: Any) -> str:
     return ""
 
 
+def _format_name(response_format: dict[str, Any] | None) -> str:
+    """The rung a request asks for: json_object with a `schema` is llama.cpp's form."""
+    fmt = (response_format or {}).get("type", "text")
+    if fmt == "json_object" and isinstance((response_format or {}).get("schema"), dict):
+        return "json_object_schema"
+    return str(fmt)
+
+
+def _format_refusal(fmt: str, status: int) -> JSONResponse:
+    if status == 500:
+        # llama-cpp-python wraps request validation errors in a 500 (server/errors.py).
+        message = (
+            "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', "
+            f"'response_format', 'type'), 'msg': \"Input should be 'text' or "
+            f"'json_object'\", 'input': '{fmt}'}}"
+        )
+        return _error(500, message, "internal_server_error")
+    return _error(
+        status,
+        f"Invalid parameter: 'response_format' of type '{fmt}' is not supported with this model.",
+        "invalid_request_error",
+        param="response_format",
+    )
+
+
 def _schema_enum(response_format: dict[str, Any]) -> tuple[str, ...] | None:
-    schema = (response_format.get("json_schema") or {}).get("schema") or {}
+    schema = response_format.get("schema") or (response_format.get("json_schema") or {}).get(
+        "schema"
+    )
+    schema = schema if isinstance(schema, dict) else {}
     enum = ((schema.get("properties") or {}).get("category") or {}).get("enum")
     if isinstance(enum, list) and enum and all(isinstance(x, str) for x in enum):
         return tuple(enum)
@@ -441,9 +479,11 @@ class SandboxLLM(Running):
         model: str = DEFAULT_MODEL,
         host: str = "127.0.0.1",
         port: int = 0,
+        slots: int | None = None,
     ) -> None:
         self.policy = policy
         self.model = model
+        self.slots = slots  # reported at GET /props like llama.cpp's --parallel, when set
         self.host = host
         self.faults = Faults()
         self._records: list[RecordedRequest] = []
@@ -457,6 +497,7 @@ class SandboxLLM(Running):
             routes=[
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
                 Route("/v1/models", self._models, methods=["GET"]),
+                Route("/props", self._props, methods=["GET"]),
             ]
         )
 
@@ -531,6 +572,13 @@ class SandboxLLM(Running):
             }
         )
 
+    async def _props(self, request: Request) -> Response:
+        """llama.cpp's server properties, of which only `total_slots` is emulated."""
+        self._record(request, None, 200 if self.slots else 404)
+        if not self.slots:
+            return JSONResponse({"detail": "Not Found"}, status_code=404)
+        return JSONResponse({"total_slots": self.slots, "model_path": self.model})
+
     async def _chat(self, request: Request) -> Response:
         with self._lock:
             self._in_flight += 1
@@ -586,15 +634,10 @@ class SandboxLLM(Running):
         problem = self._validate(body)
         if problem is not None:
             return problem
-        fmt = (body.get("response_format") or {}).get("type", "text")
-        if fmt in settings["reject_formats"]:
-            return _error(
-                400,
-                f"Invalid parameter: 'response_format' of type '{fmt}' is not "
-                "supported with this model.",
-                "invalid_request_error",
-                param="response_format",
-            )
+        fmt = _format_name(body.get("response_format"))
+        refused = settings["reject_formats"]
+        if fmt in refused or (fmt == "json_object_schema" and "json_object" in refused):
+            return _format_refusal(fmt, settings["reject_status"])
         for name in sorted(settings["reject_params"] & body.keys()):
             return _error(
                 400,
@@ -675,7 +718,8 @@ class SandboxLLM(Running):
                 system.append(_text_of(message.get("content")))
             elif role == "user":
                 user = _text_of(message.get("content"))  # the last user turn is the e-mail
-        allowed = _schema_enum(body["response_format"]) if fmt == "json_schema" else None
+        constrained = fmt in ("json_schema", "json_object_schema")
+        allowed = _schema_enum(body["response_format"]) if constrained else None
         return ParsedRequest(
             model=body["model"],
             system="\n".join(system),
@@ -688,7 +732,7 @@ class SandboxLLM(Running):
         parsed = self._parse(body, fmt)
         category, confidence, reason = self.policy(parsed)
         confidence = min(1.0, max(1e-6, float(confidence)))
-        if fmt == "json_schema" and enforce and parsed.allowed and category not in parsed.allowed:
+        if enforce and parsed.allowed and category not in parsed.allowed:
             # Constrained decoding cannot spell a key outside the enum.
             category = FALLBACK_KEY if FALLBACK_KEY in parsed.allowed else parsed.allowed[0]
             confidence = min(confidence, 0.3)
