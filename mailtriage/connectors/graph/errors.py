@@ -92,9 +92,7 @@ def translate(exc: BaseException, mailbox: str | None) -> ConnectorError:
         )
     if isinstance(exc, httpx.HTTPError):
         # httpx's timeouts often have no text at all: the type is what says what happened.
-        return ConnectorError(
-            f"Graph transport error{where}: {describe(exc)}", mailbox=mailbox
-        )
+        return ConnectorError(f"Graph transport error{where}: {describe(exc)}", mailbox=mailbox)
     return ConnectorError(f"Graph call failed{where}: {type(exc).__name__}: {exc}", mailbox=mailbox)
 
 

@@ -255,7 +255,10 @@ class GraphTransport(httpx.AsyncBaseTransport):
         except BaseException:
             slot.release()
             raise
-        response.stream = _ReleasingStream(response.stream, slot)  # type: ignore[arg-type]
+        if response.is_closed:  # a body read in advance (a mock, a cached answer): done
+            slot.release()
+        else:
+            response.stream = _ReleasingStream(response.stream, slot)  # type: ignore[arg-type]
         return response
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
