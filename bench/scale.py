@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -79,6 +80,8 @@ def child(config: str) -> None:
     """Start-up pass, wait for the parent's delivery, triage pass; JSON lines on stdout."""
     import asyncio
 
+    from sqlalchemy import event
+
     from mailtriage.connectors import build_mailboxes
     from mailtriage.core import logs
     from mailtriage.core.classifiers import build_classifier
@@ -89,6 +92,14 @@ def child(config: str) -> None:
 
     logs.configure(level="ERROR")
     settings = load_settings(Path(config))
+    # What every process imports whatever its size (SDKs, the model client), so that the
+    # RSS per mailbox counts what the mailboxes add.
+    import openai  # noqa: F401
+
+    if settings.mailboxes[0].provider == "graph":
+        import mailtriage.connectors.graph
+    else:
+        import mailtriage.connectors.gmail  # noqa: F401
     base_rss = _status_kb("VmRSS")
 
     def say(**fields: Any) -> None:
@@ -97,6 +108,8 @@ def child(config: str) -> None:
     async def main() -> None:
         t0, c0 = time.perf_counter(), _cpu_s()
         ledger = Ledger(settings.state.url)
+        commits = [0]
+        event.listen(ledger.engine, "commit", lambda _conn: commits.__setitem__(0, commits[0] + 1))
         classifier = build_classifier(settings, ledger=ledger)
         boxes = build_mailboxes(settings, ledger)
         pipeline = Pipeline(settings, ledger, classifier, exclusive=True)
@@ -112,7 +125,7 @@ def child(config: str) -> None:
             rss_kb=_status_kb("VmRSS"),
         )
         await asyncio.to_thread(sys.stdin.readline)  # the parent delivers the mail
-        t1, c1 = time.perf_counter(), _cpu_s()
+        t1, c1, k1 = time.perf_counter(), _cpu_s(), commits[0]
         reports = await sync_all(pipeline, boxes)
         seconds, cpu = time.perf_counter() - t1, _cpu_s() - c1
         outcomes: Counter[str] = Counter()
@@ -130,6 +143,7 @@ def child(config: str) -> None:
             phase="done",
             seconds=seconds,
             cpu_s=cpu,
+            transactions=commits[0] - k1,
             outcomes=dict(outcomes),
             errors=errors.most_common(5),
             rss_kb=_status_kb("VmRSS"),
@@ -164,6 +178,7 @@ class Figures:
     start_requests: int
     requests: int
     throttled: int
+    transactions: int
 
     @property
     def rate(self) -> float:
@@ -220,8 +235,29 @@ def time_now() -> Any:
     return datetime.now(UTC)
 
 
+def _profile(pid: int, out: str | None, provider: str, n: int) -> subprocess.Popen[bytes] | None:
+    """py-spy sampling the child during the triage pass (collapsed stacks), if asked."""
+    if not out:
+        return None
+    path = Path(out) / f"{provider}-{n}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    spy = Path(sys.executable).with_name("py-spy")
+    proc = subprocess.Popen(
+        [str(spy), "record", "--pid", str(pid), "-f", "raw", "-r", "200", "--gil", "-o", str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1.0)  # attached before the pass starts
+    return proc
+
+
 def run_case(
-    provider: str, n: int, per_mailbox: int, code: str | None, llm_concurrency: int
+    provider: str,
+    n: int,
+    per_mailbox: int,
+    code: str | None,
+    llm_concurrency: int,
+    profile: str | None = None,
 ) -> Figures:
     from mailtriage.sandbox.gmail import GmailEmulator
     from mailtriage.sandbox.graph import GraphEmulator
@@ -276,9 +312,13 @@ def run_case(
                 else:
                     emu.deliver(address, gmail_raw(address, i, f"{subject} #{i}", body))
         t0 = throttled()
+        spy = _profile(proc.pid, profile, provider, n)
         proc.stdin.write("go\n")
         proc.stdin.flush()
         done = json.loads(proc.stdout.readline())
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=60)
         r2 = requests()
         proc.stdin.close()
         proc.wait(timeout=300)
@@ -299,12 +339,13 @@ def run_case(
             start_requests=r1 - r0,
             requests=r2 - r1,
             throttled=throttled() - t0,
+            transactions=int(done.get("transactions", 0)),
         )
 
 
 HEADER = (
     f"{'provider':>8} {'mailboxes':>9} {'msgs':>6} {'seconds':>8} {'msg/s':>7} "
-    f"{'CPU ms/msg':>10} {'failures':>8} {'req/msg':>7} {'429':>5} {'peak MB':>8} "
+    f"{'CPU ms/msg':>10} {'failures':>8} {'req/msg':>7} {'tx/msg':>6} {'429':>5} {'peak MB':>8} "
     f"{'MB/mbx':>7} {'start s':>7} {'start ms/mbx':>12} {'start req/mbx':>13}"
 )
 
@@ -313,7 +354,8 @@ def row(f: Figures) -> str:
     return (
         f"{f.provider:>8} {f.mailboxes:>9} {f.messages:>6} {f.seconds:>8.1f} {f.rate:>7.1f} "
         f"{f.cpu_ms_per_msg:>10.1f} {f.failures:>8} {f.requests / max(1, f.messages):>7.2f} "
-        f"{f.throttled:>5} {f.peak_mb:>8.0f} {f.rss_per_mailbox_mb:>7.2f} {f.start_s:>7.1f} "
+        f"{f.transactions / max(1, f.messages):>6.2f} {f.throttled:>5} {f.peak_mb:>8.0f} "
+        f"{f.rss_per_mailbox_mb:>7.2f} {f.start_s:>7.1f} "
         f"{1000 * f.start_s / f.mailboxes:>12.1f} {f.start_requests / f.mailboxes:>13.1f}"
     )
 
@@ -327,6 +369,7 @@ def main() -> None:
     parser.add_argument("--llm-concurrency", type=int, default=4, help="llm.max_concurrency")
     parser.add_argument("--code", help="run mailtriage from this checkout (before/after)")
     parser.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    parser.add_argument("--profile", help="py-spy collapsed stacks of each triage pass here")
     args = parser.parse_args()
     if args.child:
         child(args.child)
@@ -337,7 +380,7 @@ def main() -> None:
         print(HEADER, flush=True)
     for provider in args.provider or ["graph", "gmail"]:
         for n in args.mailboxes or [1, 10, 100, 1000]:
-            f = run_case(provider, n, args.messages, args.code, args.llm_concurrency)
+            f = run_case(provider, n, args.messages, args.code, args.llm_concurrency, args.profile)
             if args.json:
                 print(json.dumps({**f.__dict__, "rate": f.rate}), flush=True)
             else:

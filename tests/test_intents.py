@@ -55,16 +55,38 @@ async def test_crash_right_after_each_write_resumes_without_repeating(
 async def test_results_are_journaled_as_they_happen(ledger: Ledger) -> None:
     box = MemoryMailbox(BOX)
     box.deliver(make_message("[rh] Candidature"))
-    box.crash_after = {"forward"}
+    box.crash_after = {"move"}
     with pytest.raises(Crash):
         await pipeline(ledger).sync_mailbox(box)
     (row,) = ledger.recent()
     states = [state for state, _, _ in row.actions]
-    # label RH, forward, move: the label was recorded before the crash, the rest started
-    assert states == [ActionState.APPLIED, ActionState.STARTED, ActionState.STARTED]
+    # label RH, forward, move: all started with the decision; the forward's result was
+    # recorded before the crash; the label's is held back to the row's end (setting a
+    # label again is harmless), and the move died before its result was known.
+    assert states == [ActionState.STARTED, ActionState.APPLIED, ActionState.STARTED]
     key = forward_key(BOX, row.provider_id, "rh")
     assert row.intents[1].key == key and row.intents[1].tries == 1
-    assert [i.kind for i in ledger.open_intents(BOX)] == ["forward", "move"]
+    assert [i.kind for i in ledger.open_intents(BOX)] == ["label", "move"]
+
+
+async def test_held_back_results_are_written_with_the_end_or_the_failure(
+    ledger: Ledger,
+) -> None:
+    box = MemoryMailbox(BOX)
+    box.deliver(make_message("[rh] Candidature"))
+    box.deliver(make_message("[rh] Autre candidature"))
+    box.fail_kinds = {"move": "folder refused"}
+    first = await pipeline(ledger).sync_mailbox(box)
+    assert {r.status for r in first.results} == {Outcome.FAILED}
+    for row in ledger.recent():
+        states = [state for state, _, _ in row.actions]
+        assert states == [ActionState.APPLIED, ActionState.APPLIED, ActionState.FAILED]
+    box.fail_kinds = {}
+    await pipeline(ledger).sync_mailbox(box)
+    for row in ledger.recent():
+        assert row.status == Status.DONE
+        assert {state for state, _, _ in row.actions} == {ActionState.APPLIED}
+    assert len(box.sent) == 2
 
 
 async def test_lost_answer_is_checked_before_the_retry(ledger: Ledger) -> None:

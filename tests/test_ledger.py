@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -184,3 +185,28 @@ def test_schema_1_database_gains_intents(url: str) -> None:
     assert rec.intents[0].tries == 0 and rec.intents[0].key == ""
     begun = migrated.begin_actions(rec.id, [0], "a")
     assert begun is not None and begun[0].key.startswith("mtf-")
+
+
+def test_decide_records_the_plan_and_its_intents_in_one_step(url: str) -> None:
+    ledger = Ledger(url)
+    m = make_message("[rh] CV", mailbox=BOX)
+    row = ledger.claim(m, "worker-a")
+    assert row is not None
+    again = dataclasses.replace(m, provider_id="copy-of-it")  # same Message-ID
+    assert ledger.claim(again, "worker-b") is None  # known: no second row
+    plan = ActionPlan("rh", (Label("RH"), Forward(("rh@x.fr",), "n", "c@y.fr")))
+    decision = Decision("rh", 0.9, "r", "llm")
+    rec, intents = ledger.decide(row.id, decision, plan, routed_to_review=False, owner="worker-a")
+    assert intents is not None and [i.earlier for i in intents] == [False, False]
+    assert intents[1].key.startswith("mtf-") and rec.category == "rh"
+    assert [state for state, _, _ in rec.actions] == ["started", "started"]
+    # another worker's row: the decision is stored, nothing may be attempted
+    _, theirs = ledger.decide(row.id, decision, plan, routed_to_review=False, owner="worker-b")
+    assert theirs is None
+    labels_only = ActionPlan("rh", (Label("RH"),))
+    rec, none = ledger.decide(
+        row.id, decision, labels_only, routed_to_review=False, owner="worker-a"
+    )
+    assert none == [] and [state for state, _, _ in rec.actions] == ["planned"]
+    done = ledger.finish(row.id, [0])
+    assert done.status == Status.DONE and [s for s, _, _ in done.actions] == ["applied"]

@@ -165,11 +165,9 @@ class Pipeline:
     async def process(self, mailbox: Mailbox, message: Message) -> Result:
         """Handle one new message exactly once."""
         db = self.ledger
-        if await db.run(db.find, message.mailbox, message.provider_id, message.internet_message_id):
-            return self._emit(message, Outcome.DUPLICATE, detail="already in the ledger")
         row = await db.run(db.claim, message, self.owner)
         if row is None:
-            return self._emit(message, Outcome.DUPLICATE, detail="claimed by another worker")
+            return self._emit(message, Outcome.DUPLICATE, detail="already in the ledger")
         skip = rules.skip_reason(message, self.settings)
         if skip is None and message.processed_marker:
             skip = Skip("already processed (marker on the message)")
@@ -220,8 +218,10 @@ class Pipeline:
     ) -> Result:
         plan = planner.plan(decision, message, self.settings)
         review = plan.category != decision.category
-        row = await self.ledger.run(
-            lambda: self.ledger.record_decision(row.id, decision, plan, routed_to_review=review)
+        row, intents = await self.ledger.run(
+            lambda: self.ledger.decide(
+                row.id, decision, plan, routed_to_review=review, owner=self.owner
+            )
         )
         log.info(
             "classified",
@@ -235,15 +235,23 @@ class Pipeline:
             return self._emit(
                 message, Outcome.DRY_RUN, row=row, decision=decision, actions=plan.describe()
             )
-        return await self._apply(mailbox, message, row, decision)
+        if intents is None:
+            return self._emit(message, Outcome.DUPLICATE, detail="taken by another worker")
+        return await self._apply(mailbox, message, row, decision, intents)
 
     async def _apply(
-        self, mailbox: Mailbox, message: Message, row: Record, decision: Decision
+        self,
+        mailbox: Mailbox,
+        message: Message,
+        row: Record,
+        decision: Decision,
+        begun: list[Intent] | None = None,
     ) -> Result:
         """Apply the row's not-yet-applied actions, then leave the processed marker.
 
         Intent before effect: forwards and moves are marked started in the ledger before
-        the connector attempts them, and each result is journaled as soon as it is known.
+        the connector attempts them (`begun`: already, with the decision), and each result
+        is journaled as soon as it is known.
         """
         pending = [
             (seq, action)
@@ -252,18 +260,19 @@ class Pipeline:
         ]
         seqs = [seq for seq, _ in pending]
         plan = ActionPlan(category=row.category or "", actions=tuple(a for _, a in pending))
-        intents: list[Intent] = []
-        if any(needs_intent(a) for a in plan.actions):
-            begun = await self.ledger.run(self.ledger.begin_actions, row.id, seqs, self.owner)
-            if begun is None:
+        intents: list[Intent] = begun or []
+        if begun is None and any(needs_intent(a) for a in plan.actions):
+            started = await self.ledger.run(self.ledger.begin_actions, row.id, seqs, self.owner)
+            if started is None:
                 return self._emit(message, Outcome.DUPLICATE, detail="taken by another worker")
-            intents = begun
+            intents = started
         journal = LedgerJournal(self.ledger, row.id, seqs, intents)
         try:
             results: Sequence[ActionResult] = (
                 await mailbox.apply(message, plan, journal) if pending else []
             )
         except ConnectorError as exc:
+            await journal.flush()
             return await self._fail(message, row, f"{type(exc).__name__}: {exc}")
         error = ""
         for index, res in enumerate(results[: len(pending)]):
@@ -276,13 +285,14 @@ class Pipeline:
         if not error and len(results) < len(pending):
             error = "connector applied fewer actions than planned"
         if error:
+            await journal.flush()
             return await self._fail(message, row, error)
         try:
             await mailbox.mark_processed(message, decision)
         except ConnectorError as exc:
+            await journal.flush()
             return await self._fail(message, row, f"processed marker: {exc}")
-        await self.ledger.run(self.ledger.finish, row.id)
-        row = await self.ledger.run(self.ledger.record, row.id)
+        row = await self.ledger.run(self.ledger.finish, row.id, journal.held)
         return self._emit(
             message, Outcome.DONE, row=row, decision=decision, actions=row.describe_actions()
         )
