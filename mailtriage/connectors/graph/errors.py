@@ -44,13 +44,36 @@ def error_message(exc: APIError) -> str:
     return str(getattr(err, "message", "") or exc.message or exc)
 
 
+# httpx's timeout phases, and what running out of each means.
+_TIMEOUT_PHASE = {
+    httpx.ConnectTimeout: ("connect", "no connection"),
+    httpx.ReadTimeout: ("read", "no answer"),
+    httpx.WriteTimeout: ("write", "request not sent"),
+    httpx.PoolTimeout: ("pool", "no free connection"),
+}
+
+
 def describe(exc: BaseException) -> str:
-    """`ReadTimeout: <text>`, with the cause's text when the exception has none."""
+    """`ReadTimeout: no answer within 30 s (GET /v1.0/users/…/delta)`: the exception's type,
+    then its text, its cause's, or for a timeout (httpx gives none) the limit it hit."""
     text = str(exc).strip()
     cause = exc.__cause__ or exc.__context__
-    if not text and cause is not None:
-        text = f"{type(cause).__name__}: {cause}".rstrip(": ")
+    if isinstance(exc, httpx.TimeoutException) and (not text or text == type(exc).__name__):
+        text = _timeout_text(exc)
+    elif not text and cause is not None and str(cause).strip():
+        text = f"{type(cause).__name__}: {cause}"
     return f"{type(exc).__name__}: {text or 'no detail'}"
+
+
+def _timeout_text(exc: httpx.TimeoutException) -> str:
+    try:
+        request = exc.request
+    except RuntimeError:  # raised outside a request
+        return "timed out"
+    phase, what = _TIMEOUT_PHASE.get(type(exc), ("read", "no answer"))
+    limit = (request.extensions.get("timeout") or {}).get(phase)
+    within = f"{what} within {limit:g} s" if limit else "timed out"
+    return f"{within} ({request.method} {request.url.path})"
 
 
 def translate(exc: BaseException, mailbox: str | None) -> ConnectorError:
