@@ -341,6 +341,8 @@ class GmailSettings(_Model):
     # 250 units/s is that minute's budget spread evenly.
     quota_units_per_s: Annotated[float, Field(ge=10, le=250)] = 250
     max_retries: Annotated[int, Field(ge=0, le=20)] = 8
+    # Requests in flight for the whole process (worker threads, HTTP connections).
+    max_in_flight: Annotated[int, Field(ge=1, le=256)] = 32
     retry_base_delay_s: Annotated[float, Field(ge=0, le=60)] = 1.0
     retry_max_delay_s: Annotated[float, Field(ge=0, le=600)] = 32.0
     # Calls per HTTP batch; Google advises at most 50.

@@ -114,10 +114,12 @@ class Delegation:
             subject=subject,
         )
 
-    def http(self) -> Any:
-        """A plain transport for these credentials (token and signJwt calls routed)."""
+    def http(self, inner: Any = None) -> Any:
+        """A plain transport for these credentials (token and signJwt calls routed), over
+        `inner` when given (the process's shared connections), else a new one."""
         routes = _routes(self.gmail)
-        return RoutedHttp(transport(self.gmail), routes) if routes else transport(self.gmail)
+        inner = inner if inner is not None else transport(self.gmail)
+        return RoutedHttp(inner, routes) if routes else inner
 
     def request(self) -> Any:
         """A google-auth Request, for refreshing credentials outside an AuthorizedHttp."""
@@ -234,15 +236,18 @@ def _read(path: Path, field: str) -> str:
         raise ConfigError(f"{field}: the key {path} is not UTF-8 JSON") from None
 
 
-def authorized_http(gmail: GmailSettings, subject: str, delegation: Delegation | None) -> Any:
-    """httplib2 transport carrying DWD credentials for `subject` (or none when anonymous)."""
+def authorized_http(
+    gmail: GmailSettings, subject: str, delegation: Delegation | None, *, http: Any = None
+) -> Any:
+    """httplib2 transport carrying DWD credentials for `subject` (or none when anonymous),
+    over `http` when given (the process's shared connections), else a new transport."""
     if gmail.anonymous or delegation is None:
-        return transport(gmail)
+        return http if http is not None else transport(gmail)
     try:
         creds = delegation.credentials(subject)
     except (ValueError, KeyError) as exc:
         raise AuthError(f"gmail: unusable service account key: {exc}") from None
-    return google_auth_httplib2.AuthorizedHttp(creds, http=delegation.http())
+    return google_auth_httplib2.AuthorizedHttp(creds, http=delegation.http(http))
 
 
 __all__ = [
