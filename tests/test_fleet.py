@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 
-from mailtriage.core.fleet import fair_share
+from mailtriage.core.fleet import fair_share, limit_for
 from mailtriage.core.ledger import Ledger, Status
 from mailtriage.core.memory import MemoryMailbox
 from mailtriage.core.pipeline import RetryPolicy
@@ -57,10 +57,11 @@ async def eventually(predicate: Callable[[], bool], timeout_s: float) -> float:
     raise AssertionError(f"not within {timeout_s} s")
 
 
-def test_fair_share_is_the_share_plus_a_tenth() -> None:
-    assert fair_share(400, 4) == 110
-    assert fair_share(400, 1) == 440  # alone: everything
+def test_shares_and_limits() -> None:
+    assert fair_share(400, 4) == 100 and limit_for(100) == 110
+    assert fair_share(400, 1) == 400  # alone: everything
     assert fair_share(10, 3) == 4 and fair_share(1, 2) == 1 and fair_share(0, 3) == 0
+    assert limit_for(4) == 4  # a tenth rounds down
 
 
 async def test_a_process_that_joins_gets_its_share_and_one_that_dies_is_replaced(
@@ -74,14 +75,13 @@ async def test_a_process_that_joins_gets_its_share_and_one_that_dies_is_replaced
     try:
         await eventually(lambda: a.held_count == 20, 2)  # alone, it takes everything
         await b.start()
-        limit = fair_share(20, 2)
-        # A gives up its excess at its next heartbeat, B takes it at one of its own.
-        took = await eventually(lambda: a.held_count <= limit and b.held_count >= 20 - limit, 4)
+        # A, above its limit, gives up mailboxes down to its share at its next heartbeat;
+        # B takes them at one of its own.
+        took = await eventually(lambda: a.held_count == 10 and b.held_count == 10, 4)
         assert took < 2 * TTL.total_seconds() / 4 + 1.0
-        await eventually(lambda: a.held_count + b.held_count == 20, 2)
-        assert a.ledger.lease_counts() == {"host-a:1:a": a.held_count, "host-b:1:b": b.held_count}
+        assert a.ledger.lease_counts() == {"host-a:1:a": 10, "host-b:1:b": 10}
         readiness = await a.readiness()
-        assert readiness["fleet"] == {"processes": 2, "limit": limit, "held": a.held_count}
+        assert readiness["fleet"] == {"processes": 2, "share": 10, "held": 10}
 
         for box in boxes:
             box.deliver(make_message("[rh] Candidature", mailbox=box.address))

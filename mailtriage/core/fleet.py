@@ -1,13 +1,15 @@
 """Sharing mailboxes between the `mailtriage run` processes of one state database.
 
 Leases keep two processes off one mailbox; this module decides how many each takes. Every
-process registers in the ledger's process registry (a heartbeat) and works on at most its
-fair share: ceil(mailboxes / live processes), plus a tenth of slack so that processes
-seeing the registry a moment apart do not pass mailboxes back and forth.
+process registers in the ledger's process registry (a heartbeat). Its share is
+ceil(mailboxes / live processes); it takes free mailboxes up to its share, and gives up
+mailboxes down to its share only once it holds more than its limit, the share plus a
+tenth. The gap between the two keeps processes that see the registry a moment apart
+from passing mailboxes back and forth.
 
-- A process that joins is counted at once: the others give up what they hold above their
-  new share at their next heartbeat (never a mailbox mid-sync), and the newcomer takes
-  the mailboxes so freed.
+- A process that joins is counted at once: the others, now above their limit, give up
+  mailboxes down to their new share at their next heartbeat (never a mailbox mid-sync),
+  and the newcomer takes the mailboxes so freed: its share.
 - A process that stops leaves the registry and releases its leases: the others take them
   at their next heartbeat.
 - A process that dies (kill -9, a lost host) stops counting TTL/2 after its last
@@ -36,8 +38,12 @@ REGISTRY_TTL_SHARE = 0.5
 
 
 def fair_share(mailboxes: int, processes: int) -> int:
-    """The most mailboxes one of `processes` processes takes: its share plus a tenth."""
-    share = math.ceil(mailboxes / max(1, processes))
+    """One process's share of `mailboxes` among `processes` processes."""
+    return math.ceil(mailboxes / max(1, processes))
+
+
+def limit_for(share: int) -> int:
+    """The most a process takes: its share plus a tenth (rounded down)."""
     return share + share // 10
 
 
@@ -53,7 +59,9 @@ class Fleet:
         self.period_s = lease_ttl.total_seconds() / HEARTBEATS_PER_TTL
         self.registry_ttl = lease_ttl * REGISTRY_TTL_SHARE
         self.live: list[str] = [owner]
-        self.limit = len(self.mailboxes)  # alone until the first heartbeat says otherwise
+        # Alone until the first heartbeat says otherwise.
+        self.share = len(self.mailboxes)
+        self.limit = limit_for(self.share)
 
     def _rank(self, mailbox: str) -> bytes:
         """Lower first: how much this process prefers `mailbox` (rendezvous hashing)."""
@@ -62,15 +70,16 @@ class Fleet:
     async def beat(self) -> None:
         """Heartbeat; learn the live processes and this process's share."""
         self.live = await self.ledger.run(self.ledger.heartbeat, self.owner, self.registry_ttl)
-        self.limit = fair_share(len(self.mailboxes), len(self.live))
+        self.share = fair_share(len(self.mailboxes), len(self.live))
+        self.limit = limit_for(self.share)
 
     def excess(self, held: Sequence[str], busy: Callable[[str], bool]) -> list[str]:
-        """Which held mailboxes to give up to get down to the share (idle ones only)."""
-        over = len(held) - self.limit
-        if over <= 0:
+        """Above the limit: which held mailboxes to give up to get down to the share (idle
+        ones only, the least preferred first)."""
+        if len(held) <= self.limit:
             return []
         idle = [m for m in held if not busy(m)]
-        return sorted(idle, key=self._rank, reverse=True)[:over]
+        return sorted(idle, key=self._rank, reverse=True)[: len(held) - self.share]
 
     async def free(self, room: int) -> list[str]:
         """Up to `room` mailboxes nobody alive holds, the most preferred first."""
@@ -87,7 +96,7 @@ class Fleet:
         await self.ledger.run(self.ledger.leave, self.owner)
 
     def describe(self, held: int) -> dict[str, int]:
-        return {"processes": len(self.live), "limit": self.limit, "held": held}
+        return {"processes": len(self.live), "share": self.share, "held": held}
 
 
-__all__ = ["HEARTBEATS_PER_TTL", "REGISTRY_TTL_SHARE", "Fleet", "fair_share"]
+__all__ = ["HEARTBEATS_PER_TTL", "REGISTRY_TTL_SHARE", "Fleet", "fair_share", "limit_for"]

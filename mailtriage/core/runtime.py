@@ -210,7 +210,7 @@ class Service:
         """
         health = self.health[address]
         if not health.held:
-            if self.held_count + len(self._taking) >= self.fleet.limit:
+            if self.held_count + len(self._taking) >= self.fleet.share:
                 return None  # a full share: the mailbox is another process's to take
             self._taking.add(address)
         try:
@@ -252,15 +252,16 @@ class Service:
         return sum(1 for h in self.health.values() if h.held)
 
     async def rebalance(self) -> None:
-        """Heartbeat; give up mailboxes above the fair share, take free ones up to it."""
+        """Heartbeat; above the limit, give up mailboxes down to the fair share; below the
+        share, take free ones up to it."""
         try:
             await self.fleet.beat()
             held = [a for a, h in self.health.items() if h.held]
             for address in self.fleet.excess(held, self.coordinator.busy):
                 await self.ledger.run(self.ledger.release_lease, address, self.owner)
                 self.health[address].held = False
-                log.info("lease given up", mailbox=address, share=self.fleet.limit)
-            room = self.fleet.limit - self.held_count - len(self._taking)
+                log.info("lease given up", mailbox=address, share=self.fleet.share)
+            room = self.fleet.share - self.held_count - len(self._taking)
             for address in await self.fleet.free(room):
                 self.coordinator.trigger_nowait(address)
             orphans_at = await self.fleet.orphans_free_at()
@@ -465,7 +466,7 @@ class Service:
             owner=self.owner,
             mailboxes=len(self.mailboxes),
             processes=len(self.fleet.live),
-            share=self.fleet.limit,
+            share=self.fleet.share,
         )
 
     def request_stop(self) -> None:
