@@ -57,6 +57,21 @@ class RetryPolicy:
 
 
 DEFAULT_RETRY = RetryPolicy()
+# The most classifications in flight when the model server decides (`llm.max_concurrency`'s
+# own upper bound).
+MAX_CLASSIFICATIONS = 64
+
+
+def classification_bound(settings: Settings) -> int:
+    """Classifications the pipeline lets run at once: `llm.max_concurrency`, or, when that is
+    left at its default for a local server, as many as the server may report slots for:
+    the LLM classifier bounds its requests itself, and a second, lower bound here would
+    cap a server with more parallel slots at the default."""
+    llm = settings.llm
+    if llm.is_local and llm.concurrency_is_default:
+        return MAX_CLASSIFICATIONS
+    return llm.max_concurrency
+
 
 # Called after a correction is recorded: (mailbox, the staff move, the new category key).
 # `mailtriage.core.learn.Learner.on_correction` adds the message as an example; the
@@ -132,7 +147,7 @@ class Pipeline:
         self.retry = retry
         self.on_result = on_result
         self.on_correction = on_correction
-        self._limit = asyncio.Semaphore(settings.llm.max_concurrency)
+        self._limit = asyncio.Semaphore(classification_bound(settings))
         # With the mailbox lease held (exclusive), a pending row at sync time cannot be in
         # flight anywhere else: it was interrupted and is resumed at once.
         self.stale_after_s = 0.0 if exclusive else 600.0
