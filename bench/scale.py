@@ -235,6 +235,16 @@ def time_now() -> Any:
     return datetime.now(UTC)
 
 
+def _answer(proc: subprocess.Popen[str], log: Path) -> dict[str, Any]:
+    """The child's next JSON line; its error output if it died instead."""
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        raise SystemExit(f"the child died:\n{log.read_text()[-3000:]}")
+    answer: dict[str, Any] = json.loads(line)
+    return answer
+
+
 def _profile(pid: int, out: str | None, provider: str, n: int) -> subprocess.Popen[bytes] | None:
     """py-spy sampling the child during the triage pass (collapsed stacks), if asked."""
     if not out:
@@ -282,10 +292,12 @@ def run_case(
         if code:
             env["PYTHONPATH"] = str(Path(code).resolve())
             env["MT_SCALE_CODE"] = "1"
+        child_log = (Path(tmp) / "child.log").open("w")  # its error lines, one per mailbox
         proc = subprocess.Popen(
             [sys.executable, __file__, "--child", str(config)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            stderr=child_log,
             env=env,
             text=True,
         )
@@ -300,7 +312,7 @@ def run_case(
             return int(emu.state.rate_limited)
 
         r0 = requests()
-        started = json.loads(proc.stdout.readline())
+        started = _answer(proc, Path(tmp) / "child.log")
         r1 = requests()
         for address in addresses:
             for i in range(per_mailbox):
@@ -315,7 +327,7 @@ def run_case(
         spy = _profile(proc.pid, profile, provider, n)
         proc.stdin.write("go\n")
         proc.stdin.flush()
-        done = json.loads(proc.stdout.readline())
+        done = _answer(proc, Path(tmp) / "child.log")
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(timeout=60)
