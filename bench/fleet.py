@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/fleet.py                          # 400 mailboxes: the proof
     .venv/bin/python bench/fleet.py --mailboxes 40 --messages 2 --interval 10   # a quick look
-    .venv/bin/python bench/fleet.py --model-ms 0 --llm-concurrency 16  # CPU-bound instead
+    .venv/bin/python bench/fleet.py --phase scaling --model-ms 0 --llm-concurrency 16  # CPU-bound
 
 Needs initdb and pg_ctl (a throwaway cluster, as tests/postgres.py makes) and
 `pip install -e '.[postgres]'`. The Graph emulator and the sandbox model run in this
@@ -310,7 +310,7 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=30, help="runtime.sync_interval_s")
     parser.add_argument("--model-ms", type=int, default=300)
     parser.add_argument("--llm-concurrency", type=int, default=2)
-    parser.add_argument("--skip-scaling", action="store_true")
+    parser.add_argument("--phase", choices=["scaling", "fleet"], action="append")
     args = parser.parse_args()
     load = os.getloadavg()
     print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {os.cpu_count()} CPUs")
@@ -336,7 +336,8 @@ def main() -> None:
             emu.add_mailbox(address)
         ledger = Ledger(url)
         ok = True
-        if not args.skip_scaling:
+        phases = args.phase or ["scaling", "fleet"]
+        if "scaling" in phases:
             print("scaling:")
             one = throughput(run, ledger, 1)
             ok = check(run, ledger) and ok
@@ -345,8 +346,9 @@ def main() -> None:
             ok = check(run, ledger) and ok
             run.delivered.clear()
             print(f"  1 -> 2 processes: {two / one:.2f}x")
-        print("fleet:")
-        ok = fleet(run, ledger) and ok
+        if "fleet" in phases:
+            print("fleet:")
+            ok = fleet(run, ledger) and ok
         ledger.close()
     print("clean" if ok else "NOT CLEAN")
     sys.exit(0 if ok else 1)
