@@ -1,4 +1,5 @@
-"""Benchmark: messages/s triaged end to end on Gmail (emulator) with the sandbox LLM.
+"""Benchmark: messages/s triaged end to end on Gmail (emulator) with the sandbox LLM, and
+Gmail calls and quota units per message against the minimum the API allows.
 
 Path measured: history.list → batched messages.get (raw) → RFC 822 parse → rules → LLM
 classification over HTTP → plan → labels / move / forward / processed label, all through
@@ -8,8 +9,14 @@ per minute, moving window: the emulator is the stricter of the two). The demo co
 (43 fr/en mails) is delivered to each mailbox; timing starts when the mail is in the
 inboxes and stops when every message is recorded in the ledger.
 
+The second table counts every call of one pass by method, per triaged message, once with
+the example configuration's forwards and once without any: the minimum per message is one
+`messages.get` (5 units), one `messages.modify` for labels, move, read flag and processed
+label together (5), and one `messages.send` per forward (100).
+
     .venv/bin/python bench/gmail_e2e.py                 # 0 and 300 ms, 1 and 10 mailboxes
     .venv/bin/python bench/gmail_e2e.py --latency-ms 300 --mailboxes 10 --copies 1
+    .venv/bin/python bench/gmail_e2e.py --requests-only # the calls-per-message table alone
 """
 
 from __future__ import annotations
@@ -22,7 +29,8 @@ import sys
 import tempfile
 import time
 import tomllib
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,7 +39,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mailtriage.connectors.gmail import build_gmail_mailboxes  # noqa: E402
+from mailtriage.connectors.gmail.quota import COSTS  # noqa: E402
 from mailtriage.core import logs  # noqa: E402
+from mailtriage.core.actions import Forward  # noqa: E402
 from mailtriage.core.config import Settings, parse_settings  # noqa: E402
 from mailtriage.core.ledger import Ledger  # noqa: E402
 from mailtriage.core.pipeline import Pipeline, RetryPolicy  # noqa: E402
@@ -55,6 +65,9 @@ class Figures:
     throttled: int
     quota_wait_s: float
     outcomes: dict[str, int]
+    by_api: Counter[str] = field(default_factory=Counter)  # successful calls by method
+    done: int = 0
+    forwarded: int = 0
 
     @property
     def rate(self) -> float:
@@ -62,9 +75,17 @@ class Figures:
 
 
 def settings_for(
-    gm: GmailEmulator, addresses: list[str], llm_url: str, model: str, concurrency: int
+    gm: GmailEmulator,
+    addresses: list[str],
+    llm_url: str,
+    model: str,
+    concurrency: int,
+    forwards: bool = True,
 ) -> Settings:
     data = tomllib.loads((ROOT / "manifest" / "mailtriage.example.toml").read_text("utf-8"))
+    if not forwards:
+        for category in data["category"]:
+            category.get("actions", {}).pop("forward_to", None)
     data["llm"] = {
         **data["llm"],
         "base_url": llm_url,
@@ -89,7 +110,12 @@ def build_classifier(settings: Settings) -> Any:
 
 
 async def run_case(
-    n_mailboxes: int, latency_ms: int, copies: int, concurrency: int, state_dir: str | None = None
+    n_mailboxes: int,
+    latency_ms: int,
+    copies: int,
+    concurrency: int,
+    state_dir: str | None = None,
+    forwards: bool = True,
 ) -> Figures:
     from mailtriage.sandbox.llm import SandboxLLM
 
@@ -98,7 +124,7 @@ async def run_case(
     with emulator as gm, sandbox as llm, tempfile.TemporaryDirectory(dir=state_dir) as tmp:
         llm.faults.set_latency(latency_ms / 1000)
         os.environ[KEY_ENV] = gm.service_account_json()
-        settings = settings_for(gm, addresses, llm.base_url, llm.model, concurrency)
+        settings = settings_for(gm, addresses, llm.base_url, llm.model, concurrency, forwards)
         ledger = Ledger(f"sqlite:///{tmp}/bench.sqlite")
         classifier = build_classifier(settings)
         pipeline = Pipeline(settings, ledger, classifier, retry=RetryPolicy(0, 0))
@@ -133,6 +159,8 @@ async def run_case(
             if time.perf_counter() - started > 900:
                 raise TimeoutError(f"only {seen}/{delivered} processed")
         seconds = time.perf_counter() - started
+        log = gm.state.request_log[calls0:]
+        rows = ledger.recent(limit=delivered + 10)
         for box in boxes:
             await box.aclose()
         close = getattr(classifier, "aclose", None)
@@ -150,7 +178,44 @@ async def run_case(
             throttled=gm.state.rate_limited,
             quota_wait_s=max(b.client.limiter.waited_s for b in boxes),
             outcomes=outcomes,
+            by_api=Counter(api for _, api, _, status in log if status < 300),
+            done=sum(1 for r in rows if r.status == "done"),
+            forwarded=sum(
+                1
+                for r in rows
+                if r.status == "done" and any(isinstance(a, Forward) for _, a, _ in r.actions)
+            ),
         )
+
+
+# What a triaged message needs at least: its raw content, one modify, a send per forward.
+MINIMUM = {"messages.get": 1, "messages.modify": 1}
+
+
+def requests_table(f: Figures, name: str) -> None:
+    """Calls and units per triaged message by method, against the minimum."""
+    print(
+        f"{name}: {f.done} triaged ({f.forwarded} forwarded) of {f.messages}; "
+        "per triaged message (sends: per forwarded message)"
+    )
+    print(f"{'method':>22} {'calls':>6} {'calls/msg':>9} {'units/msg':>9} {'minimum':>7}")
+    for api, calls in sorted(f.by_api.items(), key=lambda kv: -kv[1] * COSTS.get(kv[0], 5)):
+        per = f.forwarded if api == "messages.send" else f.done
+        minimum = "1" if api == "messages.send" else str(MINIMUM.get(api, "-"))
+        print(
+            f"{api:>22} {calls:>6} {calls / max(per, 1):>9.2f} "
+            f"{calls * COSTS.get(api, 5) / max(f.done, 1):>9.1f} {minimum:>7}"
+        )
+    total_calls = sum(f.by_api.values())
+    units = sum(n * COSTS.get(api, 5) for api, n in f.by_api.items())
+    min_calls = 2 * f.done + f.forwarded
+    min_units = 10 * f.done + 100 * f.forwarded
+    print(
+        f"{'total':>22} {total_calls:>6} {total_calls / max(f.done, 1):>9.2f} "
+        f"{units / max(f.done, 1):>9.1f}   minimum {min_calls / max(f.done, 1):.2f} calls, "
+        f"{min_units / max(f.done, 1):.1f} units per message",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -166,8 +231,16 @@ def main() -> None:
     )
     parser.add_argument("--state-dir", help="where the SQLite ledger goes (default: $TMPDIR)")
     parser.add_argument("--json", action="store_true", help="print JSON lines")
+    parser.add_argument(
+        "--requests-only", action="store_true", help="only the calls-per-message table"
+    )
     args = parser.parse_args()
     logs.configure(level="WARNING")
+    if args.requests_only:
+        for forwards, name in ((True, "with forwards"), (False, "without forwards")):
+            figures = asyncio.run(run_case(1, 0, args.copies, 4, args.state_dir, forwards))
+            requests_table(figures, name)
+        return
     print(
         f"corpus: {len(DEMO_MAILS)} demo mails x {args.copies} per mailbox; emulator quota "
         "250 units/s per mailbox (enforced)"

@@ -31,6 +31,7 @@ from mailtriage.core.learn import Learner, learn_mailbox
 from mailtriage.core.ledger import Ledger
 from mailtriage.core.message import Message
 from mailtriage.core.text import clean_body
+from mailtriage.core.thresholds import recommend
 from mailtriage.sandbox.demo_corpus import DEMO_MAILS, DemoMail, render_body
 from mailtriage.sandbox.graph import GraphEmulator
 from mailtriage.sandbox.graph.config import sandbox_settings
@@ -106,7 +107,10 @@ async def main(per_folder: int) -> None:
             await box.aclose()
         seconds = time.perf_counter() - started
         used = emu.count() - requests
-        after = accuracy(EmbeddedClassifier(settings, embedder, learner.source), held_out)
+        learned = EmbeddedClassifier(settings, embedder, learner.source)
+        after = accuracy(learned, held_out)
+        model = learned.model(BOX)
+        advice = recommend(model.held_out, 0.95).describe() if model.held_out else "-"
 
     table = Table(title=f"learn from Graph folders: demo corpus, {len(held_out)} held-out mails")
     for col in ("measure", "value"):
@@ -118,6 +122,8 @@ async def main(per_folder: int) -> None:
     table.add_row("Graph requests", str(used))
     table.add_row("embedded accuracy, zero-shot", f"{before:.3f}")
     table.add_row("embedded accuracy, after learn", f"{after:.3f}")
+    table.add_row("model after learn", model.describe())
+    table.add_row("threshold for precision 0.95 (history, cross-validated)", advice)
     console.print(table)
 
 

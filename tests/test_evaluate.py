@@ -22,6 +22,7 @@ from mailtriage.core.evaluate import (
     split_k_shot,
 )
 from mailtriage.core.message import Message
+from mailtriage.core.thresholds import TABLE_THRESHOLDS
 from tests.embedders import KeywordEmbedder
 
 CONFIG = """
@@ -106,7 +107,8 @@ def test_eval_command_prints_and_writes_correct_figures(
     data = write_csv(tmp_path / "sample.csv", ROWS)
     out = tmp_path / "report"
     result = CliRunner().invoke(
-        app, ["eval", str(data), "--config", str(config), "--out", str(out)],
+        app, ["eval", str(data), "--config", str(config), "--out", str(out),
+              "--target-precision", "0.6"],
         env={"COLUMNS": "200"},
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -118,8 +120,27 @@ def test_eval_command_prints_and_writes_correct_figures(
     assert report["accuracy"] == EXPECTED_ACCURACY
     assert report["macro_f1"] == round(EXPECTED_MACRO_F1, 4)
     assert report["n"] == 10 and report["classifier"] == "embedded"
+    # At threshold 0 everything is routed: precision on routed = accuracy (6/10).
+    assert report["risk_coverage"][0] == {
+        "threshold": 0.0, "coverage": 1.0, "routed": 10, "precision": EXPECTED_ACCURACY,
+    }  # fmt: skip
+    assert [r["threshold"] for r in report["risk_coverage"]] == list(TABLE_THRESHOLDS)
+    reliability = report["calibration"]["reliability"]
+    assert sum(b["count"] for b in reliability) == 10
+    assert report["calibration"]["ece_before"] is not None
+    # Target 0.6 is reached with everything routed (precision 0.6): the lowest threshold
+    # wins, which is the lowest confidence seen (the first non-empty reliability bin's).
+    first = report["recommendations"][0]
+    assert (first["category"], first["coverage"], first["precision"]) == (None, 1.0, 0.6)
+    lowest_bin = next(b for b in reliability if b["count"])
+    assert lowest_bin["low"] <= first["min_confidence"] <= lowest_bin["high"]
+    assert "risk-coverage" in result.output and "reliability diagram" in result.output
+    assert f"min_confidence = {first['min_confidence']:.2f}: precision 0.600" in result.output
     page = (out / "confusion.html").read_text(encoding="utf-8")
-    assert page.startswith("<!doctype html>") and page.count("<tr>") == 4
+    # confusion matrix: header + 3 rows; risk-coverage: header + one row per threshold
+    assert page.startswith("<!doctype html>")
+    assert page.count("<tr>") == 4 + 1 + len(TABLE_THRESHOLDS)
+    assert page.count("class='bin'") == sum(1 for b in reliability if b["count"])
 
 
 def test_eval_command_rejects_unknown_labels(tmp_path: Path) -> None:

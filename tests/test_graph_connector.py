@@ -139,18 +139,20 @@ async def test_apply_full_plan_natively(emu: GraphEmulator, mailbox: GraphMailbo
     plan = ActionPlan(
         category="rh",
         actions=(
+            Forward(to=(RH,), note="Routed by mailtriage to RH", reply_to=CUSTOMER),
             Label("RH", color="preset7"),
-            Move("Triage/RH"),
-            Forward(to=(RH,), note="Routed by mailtriage to RH"),
             MarkRead(),
+            Move("Triage/RH"),
         ),
+        marker="v1;rh;0.90",
     )
     results = await mailbox.apply(msg, plan)
     assert [r.ok for r in results] == [True] * 4, results
-    assert results[1].new_provider_id == stored.immutable_id  # immutable id survives the move
+    assert results[3].new_provider_id == stored.immutable_id  # immutable id survives the move
     assert emu.where(SHARED, stored.immutable_id) == "Inbox/Triage/RH"
     moved = emu.message(SHARED, stored.immutable_id)
     assert moved.categories == ["RH"] and moved.is_read
+    assert moved.ext_props[MARKER_ID] == "v1;rh;0.90"  # the marker rode on the same PATCH
     assert emu.mailbox(SHARED).master_categories[0] | {"id": ""} == {
         "id": "",
         "displayName": "RH",
@@ -165,11 +167,18 @@ async def test_apply_full_plan_natively(emu: GraphEmulator, mailbox: GraphMailbo
     assert "Routed by mailtriage to RH" in fwd.body
     assert len(emu.folder_messages(SHARED, "Sent Items")) == 1
     assert emu.folder_messages(SHARED, "Drafts") == []
-    # set entirely at creation: createForward then send, nothing PATCHed on the draft
-    assert [e.kind for e in emu.executed if e.kind != "patch" or e.target != stored.immutable_id][
-        -2:
-    ] == ["createForward", "send"]
-    assert not any(e.kind == "patch" and e.target != stored.immutable_id for e in emu.executed)
+    # the minimum the API allows: one forward (set entirely in its request), one PATCH
+    # (categories + isRead + marker), one move; no draft, nothing PATCHed afterwards
+    assert [e.kind for e in emu.executed] == ["forward", "patch", "move"]
+    (patch,) = [r for r in emu.requests if r.method == "PATCH"]
+    assert sorted(k for k in patch.body if not k.startswith("@")) == [
+        "categories",
+        "isRead",
+        "singleValueExtendedProperties",
+    ]
+    # mark_processed has nothing left to do
+    await mailbox.mark_processed(msg, Decision("rh", 0.9, "r", "test"))
+    assert [e.kind for e in emu.executed] == ["forward", "patch", "move"]
     # the folder ids are cached: a second move resolves nothing again
     lookups = emu.count("GET", "childFolders")
     other = deliver_application(emu, subject="second")

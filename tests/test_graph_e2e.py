@@ -196,7 +196,10 @@ async def test_lost_ledger_marker_prevents_second_forward(
 async def test_throttling_storm_every_message_processed(
     emu: GraphEmulator, llm: SandboxLLM, tmp_path: Path, cleanup: list[Stack]
 ) -> None:
-    settings = settings_for(emu, llm)
+    # A forward refused with 503 may have been sent (graph/errors): it is forwarded again
+    # only when no copy shows in Sent Items after the grace (here 0.5 s: the emulator files
+    # the copy as it answers).
+    settings = settings_for(emu, llm, graph={"sent_copy_grace_s": 0.5})
     s = await stack(settings, tmp_path / "state.db")
     cleanup.append(s)
     await s.sync()
@@ -211,6 +214,7 @@ async def test_throttling_storm_every_message_processed(
     for _ in range(3):
         if len({r.provider_id for r in report.results if r.status == Outcome.DONE}) == 18:
             break
+        await asyncio.sleep(0.6)
         report.results += (await s.sync())[SHARED].results
     done = {r.provider_id for r in report.results if r.status == Outcome.DONE}
     assert len(done) == len(keys), [r.detail for r in report.results]

@@ -100,6 +100,21 @@ FORWARD_ID = "String {6c2f0b8e-3d41-4a7e-9b55-7a1d2e4c9f30} Name MailtriageForwa
 DEPT = [{"emailAddress": {"address": "dept@example.com"}}]
 
 
+def forward_body(key: str) -> dict[str, object]:
+    """A forward set entirely in its `message` parameter, as the connector sends it."""
+    return {
+        "Comment": "FYI",
+        "Message": {
+            "toRecipients": DEPT,
+            "replyTo": [{"emailAddress": {"address": "client@x.org"}}],
+            "singleValueExtendedProperties": [
+                {"id": FORWARD_ID, "value": key},
+                {"id": f"String {HEADER_SET} Name x-mailtriage", "value": "forwarded"},
+            ],
+        },
+    }
+
+
 def test_forward_draft_rules(emu: GraphEmulator, http: httpx.Client) -> None:
     """createForward takes everything at creation; headers cannot be PATCHed afterwards."""
     m = emu.deliver(BOX, subject="Devis", body="b", sender="client@x.org")
@@ -109,17 +124,7 @@ def test_forward_draft_rules(emu: GraphEmulator, http: httpx.Client) -> None:
     assert neither.status_code == both.status_code == 400
     draft = http.post(
         url,
-        json={
-            "Comment": "FYI",
-            "Message": {
-                "toRecipients": DEPT,
-                "replyTo": [{"emailAddress": {"address": "client@x.org"}}],
-                "singleValueExtendedProperties": [
-                    {"id": FORWARD_ID, "value": "mtf-1"},
-                    {"id": f"String {HEADER_SET} Name x-mailtriage", "value": "forwarded"},
-                ],
-            },
-        },
+        json=forward_body("mtf-1"),
     )
     assert draft.status_code == 201
     draft_id = draft.json()["id"]
@@ -136,6 +141,33 @@ def test_forward_draft_rules(emu: GraphEmulator, http: httpx.Client) -> None:
     flt = f"singleValueExtendedProperties/any(ep: ep/id eq '{FORWARD_ID}' and ep/value eq 'MTF-1')"
     found = http.get(f"{emu.base_url}/users/{BOX}/messages", params={"$filter": flt}).json()
     assert [v["isDraft"] for v in found["value"]] == [False]  # the sent copy keeps its id
+
+
+def test_forward_takes_the_message_parameter_in_one_request(
+    emu: GraphEmulator, http: httpx.Client
+) -> None:
+    """message-forward: 202, recipients and Reply-To from the `message` parameter, the
+    forward saved in Sent Items with its extended properties, and no draft left behind."""
+    m = emu.deliver(BOX, subject="Devis", body="b", sender="client@x.org")
+    url = msg_url(m.rest_id) + "/forward"
+    both = http.post(url, json={"ToRecipients": DEPT, "Message": {"toRecipients": DEPT}})
+    assert both.status_code == 400
+    sent = http.post(
+        url,
+        json=forward_body("mtf-2"),
+    )
+    assert sent.status_code == 202 and sent.content == b""
+    (got,) = emu.folder_messages("dept@example.com")
+    assert [r["emailAddress"]["address"] for r in got.reply_to] == ["client@x.org"]
+    assert got.headers == [{"name": "x-mailtriage", "value": "forwarded"}]
+    assert emu.folder_messages(BOX, "Drafts") == []
+    flt = f"singleValueExtendedProperties/any(ep: ep/id eq '{FORWARD_ID}' and ep/value eq 'mtf-2')"
+    found = http.get(
+        f"{emu.base_url}/users/{BOX}/messages", params={"$filter": flt}, headers=IMMUTABLE
+    ).json()
+    (copy,) = found["value"]
+    assert copy["isDraft"] is False
+    assert emu.where(BOX, copy["id"]) == "Sent Items"
 
 
 def test_extended_property_expand_and_filter(emu: GraphEmulator, http: httpx.Client) -> None:

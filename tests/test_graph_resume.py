@@ -1,7 +1,8 @@
 """Graph forwards and moves after a crash, a lost answer, a timeout: never done twice.
 
 Each resume path of an intent, through msgraph-sdk against the emulator: a sent copy
-exists, a draft only, nothing, and a write that was done although its answer was lost.
+exists, a draft only (left by the two-request protocol of earlier versions), nothing, and a
+write that was done although its answer was lost.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ async def test_intent_with_a_sent_copy_is_recorded_as_done(
     assert [r.ok for r in await box.apply(message, FORWARD, ScriptedJournal(Intent(key)))] == [True]
     journal = ScriptedJournal(Intent(key, earlier=True))
     assert [r.ok for r in await box.apply(message, FORWARD, journal)] == [True]
-    assert writes(emu, "createForward", "send") == ["createForward", "send"]  # once
+    assert writes(emu, "forward", "createForward", "send") == ["forward"]  # once, one request
     assert delivered(emu) == 1 and journal.results[0].ok
 
 
@@ -98,9 +99,10 @@ async def test_intent_with_a_draft_only_sends_that_draft(
     }
     assert httpx.post(url, json=body).status_code == 201
     assert len(emu.folder_messages(SHARED, "Drafts")) == 1
-    journal = ScriptedJournal(Intent(key, earlier=True))
+    journal = ScriptedJournal(Intent(key, earlier=True, evidence="send:AAMkDraft=@1"))
     assert [r.ok for r in await box.apply(message, FORWARD, journal)] == [True]
-    assert writes(emu, "createForward", "send") == ["createForward", "send"]  # no new draft
+    # the draft is sent; no new forward
+    assert writes(emu, "forward", "createForward", "send") == ["createForward", "send"]
     assert delivered(emu) == 1 and emu.folder_messages(SHARED, "Drafts") == []
     assert journal.notes and journal.notes[0][1].startswith("send:")
 
@@ -111,42 +113,45 @@ async def test_intent_with_nothing_forwards(emu: GraphEmulator, box: GraphMailbo
     journal = ScriptedJournal(Intent(key, earlier=True))
     assert [r.ok for r in await box.apply(message, FORWARD, journal)] == [True]
     assert emu.count("GET", f"/users/{SHARED}/messages") == looked + 1  # the evidence lookup
-    assert writes(emu, "createForward", "send") == ["createForward", "send"]
+    assert writes(emu, "forward", "createForward", "send") == ["forward"]
     assert delivered(emu) == 1
 
 
-@pytest.mark.parametrize(
-    ("kind", "mode"),
-    [
-        ("send", "504"),
-        ("send", "503"),
-        ("send", "drop"),
-        ("send", "truncate"),
-        ("createForward", "drop"),
-        ("createForward", "truncate"),
-    ],
-)
-async def test_write_done_but_answer_lost_is_not_repeated(
-    emu: GraphEmulator, box: GraphMailbox, kind: str, mode: str
+@pytest.mark.parametrize("mode", ["504", "503", "drop", "truncate"])
+async def test_forward_done_but_answer_lost_is_not_repeated(
+    emu: GraphEmulator, box: GraphMailbox, mode: str
 ) -> None:
     message, key = await arrived(emu, box)
-    emu.lose_response(kind, mode)
-    results = await box.apply(message, FORWARD, ScriptedJournal(Intent(key)))
+    looked = emu.count("GET", f"/users/{SHARED}/messages")
+    emu.lose_response("forward", mode)
+    journal = ScriptedJournal(Intent(key))
+    results = await box.apply(message, FORWARD, journal)
     assert [r.ok for r in results] == [True], results
-    assert writes(emu, "createForward", "send") == ["createForward", "send"]
-    assert delivered(emu) == 1 and emu.folder_messages(SHARED, "Drafts") == []
+    assert writes(emu, "forward", "createForward", "send") == ["forward"]
+    assert delivered(emu) == 1 and emu.folder_messages(SHARED, "Sent Items") != []
+    # looked for by its id in the mailbox before anything else was tried
+    assert emu.count("GET", f"/users/{SHARED}/messages") == looked + 1
+    assert journal.notes[0][1].startswith("forward:")
 
 
-async def test_send_refused_before_processing_is_retried_after_the_check(
+async def test_forward_refused_with_5xx_is_not_repeated_blindly(
     emu: GraphEmulator, box: GraphMailbox
 ) -> None:
+    """A 503 says nothing of whether the forward ran (graph/errors) and its sent copy may
+    appear late: no copy yet means wait, never a second forward right away."""
     message, key = await arrived(emu, box)
-    emu.inject(503, path_contains="/send", retry_after=None)  # refused, nothing sent
-    assert [r.ok for r in await box.apply(message, FORWARD, ScriptedJournal(Intent(key)))] == [True]
-    sends = [r.status for r in emu.requests if r.method == "POST" and r.path.endswith("/send")]
-    assert sends == [503, 202]  # the transport did not repeat it blindly; the draft was found
-    assert writes(emu, "createForward", "send") == ["createForward", "send"]
-    assert delivered(emu) == 1
+    emu.inject(503, path_contains="/forward", retry_after=None)  # nothing sent
+    journal = ScriptedJournal(Intent(key))
+    (result,) = await box.apply(message, FORWARD, journal)
+    assert not result.ok and "no copy is visible yet" in result.error
+    posts = [r.status for r in emu.requests if r.method == "POST" and r.path.endswith("/forward")]
+    assert posts == [503]  # neither the transport nor the connector repeated it
+    assert delivered(emu) == 0
+    # later, with the attempt older than the grace period and still no copy: forwarded once
+    stale = f"forward:{message.provider_id}@{time.time() - 3600:.0f}"
+    journal = ScriptedJournal(Intent(key, earlier=True, evidence=stale))
+    assert [r.ok for r in await box.apply(message, FORWARD, journal)] == [True]
+    assert writes(emu, "forward") == ["forward"] and delivered(emu) == 1
 
 
 async def test_a_send_just_attempted_with_no_copy_yet_is_not_repeated(
@@ -154,12 +159,12 @@ async def test_a_send_just_attempted_with_no_copy_yet_is_not_repeated(
 ) -> None:
     """The sent copy may appear late (outlook-immutable-id): wait, do not send again."""
     message, key = await arrived(emu, box)
-    evidence = f"send:AAMkGone=@{time.time():.0f}"
+    evidence = f"forward:{message.provider_id}@{time.time():.0f}"
     journal = ScriptedJournal(Intent(key, earlier=True, evidence=evidence))
     (result,) = await box.apply(message, FORWARD, journal)
     assert not result.ok and "no copy is visible yet" in result.error
-    assert writes(emu, "createForward", "send") == [] and delivered(emu) == 0
-    stale = f"send:AAMkGone=@{time.time() - 3600:.0f}"
+    assert writes(emu, "forward", "createForward", "send") == [] and delivered(emu) == 0
+    stale = f"forward:{message.provider_id}@{time.time() - 3600:.0f}"
     journal = ScriptedJournal(Intent(key, earlier=True, evidence=stale))
     assert [r.ok for r in await box.apply(message, FORWARD, journal)] == [True]
     assert delivered(emu) == 1

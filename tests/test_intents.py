@@ -55,17 +55,17 @@ async def test_crash_right_after_each_write_resumes_without_repeating(
 async def test_results_are_journaled_as_they_happen(ledger: Ledger) -> None:
     box = MemoryMailbox(BOX)
     box.deliver(make_message("[rh] Candidature"))
-    box.crash_after = {"move"}
+    box.crash_after = {"label"}
     with pytest.raises(Crash):
         await pipeline(ledger).sync_mailbox(box)
     (row,) = ledger.recent()
     states = [state for state, _, _ in row.actions]
-    # label RH, forward, move: all started with the decision; the forward's result was
+    # forward, label RH, move: all started with the decision; the forward's result was
     # recorded before the crash; the label's is held back to the row's end (setting a
-    # label again is harmless), and the move died before its result was known.
-    assert states == [ActionState.STARTED, ActionState.APPLIED, ActionState.STARTED]
+    # label again is harmless), and the move never ran.
+    assert states == [ActionState.APPLIED, ActionState.STARTED, ActionState.STARTED]
     key = forward_key(BOX, row.provider_id, "rh")
-    assert row.intents[1].key == key and row.intents[1].tries == 1
+    assert row.intents[0].key == key and row.intents[0].tries == 1
     assert [i.kind for i in ledger.open_intents(BOX)] == ["label", "move"]
 
 
@@ -79,7 +79,7 @@ async def test_held_back_results_are_written_with_the_end_or_the_failure(
     first = await pipeline(ledger).sync_mailbox(box)
     assert {r.status for r in first.results} == {Outcome.FAILED}
     for row in ledger.recent():
-        states = [state for state, _, _ in row.actions]
+        states = [state for state, _, _ in row.actions]  # forward, label (held back), move
         assert states == [ActionState.APPLIED, ActionState.APPLIED, ActionState.FAILED]
     box.fail_kinds = {}
     await pipeline(ledger).sync_mailbox(box)
@@ -119,7 +119,7 @@ async def test_a_message_gone_after_a_crash_settles_its_forward(ledger: Ledger) 
     assert [r.status for r in report.results] == [Outcome.GAVE_UP]
     assert len(box.sent) == 1
     (row,) = ledger.recent()
-    assert [state for state, _, _ in row.actions][1] == ActionState.APPLIED  # found: sent
+    assert row.actions[0][0] == ActionState.APPLIED  # found: sent
 
 
 async def test_write_once_looks_before_every_retry() -> None:

@@ -307,7 +307,7 @@ def test_doctor_reports_the_rung_logprobs_and_latency(
     config = _config(tmp_path, llama_server, logprobs=True, max_output_tokens=10)
     result = runner.invoke(app, ["doctor", "-c", str(config), "--json"])
     assert result.exit_code == 0, result.output
-    [row] = [c for c in json.loads(result.output)["checks"] if c["subject"].startswith("model")]
+    [row] = [c for c in json.loads(result.stdout)["checks"] if c["subject"].startswith("model")]
     assert row["ok"] and row["check"] == "classifies", row
     text = row["detail"]
     assert text.startswith(llama_server.base_url)

@@ -15,9 +15,10 @@ def test_plan_comes_from_configuration_only() -> None:
     m = make_message("CV", sender="jean@example.org")
     p = plan(_d("rh"), m, s)
     assert p.category == "rh"
+    # The forward first: the message stays untouched in the Inbox until it is sent.
     assert p.actions == (
+        Forward(("rh@atelier-dupont.fr",), p.actions[0].note, "jean@example.org"),  # type: ignore[union-attr]
         Label("RH", "preset7"),
-        Forward(("rh@atelier-dupont.fr",), p.actions[1].note, "jean@example.org"),  # type: ignore[union-attr]
         Move("Triage/RH"),
     )
     assert "RH" in p.describe() and "forwarded to rh@atelier-dupont.fr" in p.describe()

@@ -101,6 +101,6 @@ def test_classify_reads_only_the_head_of_a_file_over_the_limit(tmp_path: Path) -
         out.write(b"QUJD" * (30 * MB // 4))
     result = CliRunner().invoke(app, ["classify", "-c", str(cfg), "--json", str(big)])
     assert result.exit_code == 0, result.output
-    row = json.loads(result.output)
+    row = json.loads(result.stdout)
     assert row["status"] == "classified" and row["note"] == TOO_LARGE
     assert row["subject"] == "Newsletter promotions"

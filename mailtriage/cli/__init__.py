@@ -104,6 +104,7 @@ _COMMAND_MODULES = [
     "mailtriage.cli.records",
     "mailtriage.cli.eval",
     "mailtriage.cli.learn",
+    "mailtriage.cli.init",
     "mailtriage.cli.service",
     "mailtriage.cli.doctor",
     "mailtriage.cli.uninstall",

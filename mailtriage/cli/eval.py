@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,24 +13,34 @@ from rich.table import Table
 
 from mailtriage.cli import console, plain, user_errors
 from mailtriage.cli.options import DEFAULT_CONFIG, ConfigOption, load
+from mailtriage.cli.thresholds import print_recommendations, print_reliability, print_risk_coverage
+from mailtriage.core.calibration import expected_calibration_error, reliability
 from mailtriage.core.config import Settings
+from mailtriage.core.decision import Decision
+from mailtriage.core.embedded import EmbeddedClassifier
 from mailtriage.core.errors import ConfigError
 from mailtriage.core.evaluate import (
+    EVAL_MAILBOX,
+    EvalRun,
     Metrics,
     apply_label_map,
+    calibration_html,
     classify_all,
     compute_metrics,
     examples_from,
     load_dataset,
     load_label_map,
     report_dict,
+    risk_coverage_html,
     sample,
     split_k_shot,
     threshold_stats,
     write_report,
 )
 from mailtriage.core.examples import Example, MemoryExampleSource
+from mailtriage.core.message import Message
 from mailtriage.core.ports import Classifier
+from mailtriage.core.thresholds import Scored, risk_coverage
 
 KINDS = ("embedded", "llm", "cascade")
 
@@ -57,6 +69,17 @@ def build(settings: Settings, kind: str, train: list[Example]) -> Classifier:
     from mailtriage.core.cascade import CascadeClassifier
 
     return CascadeClassifier(settings, embedded, llm)
+
+
+def classify_embedded(
+    clf: EmbeddedClassifier, messages: list[Message]
+) -> tuple[EvalRun, list[Decision]]:
+    """Embed once; decisions with the calibrated and with the raw confidence."""
+    started = time.perf_counter()
+    vectors = clf.embed(messages)
+    decisions = clf.decide(messages, vectors)
+    seconds = time.perf_counter() - started
+    return EvalRun(decisions, seconds), clf.decide(messages, vectors, calibrated=False)
 
 
 def print_metrics(metrics: Metrics) -> None:
@@ -119,6 +142,15 @@ def eval_command(
         Path | None,
         typer.Option(help="File mapping dataset labels to category keys (.toml/.json/.csv)."),
     ] = None,
+    target_precision: Annotated[
+        float | None,
+        typer.Option(
+            "--target-precision",
+            min=0.0,
+            max=1.0,
+            help="Recommend the min_confidence reaching this precision on routed mail.",
+        ),
+    ] = None,
 ) -> None:
     """Measure a classifier on labelled messages. Never touches a mailbox."""
     settings = load(config)
@@ -136,17 +168,41 @@ def eval_command(
     from mailtriage.core.embedded import message_text
 
     clf = build(settings, classifier, examples_from(train, message_text))
-    run = asyncio.run(
-        classify_all(
-            clf,
-            [i.message for i in test],
-            fallback=settings.review_category,
-            concurrency=settings.llm.max_concurrency,
+    messages = [i.message for i in test]
+    raw: list[Decision] | None = None
+    if isinstance(clf, EmbeddedClassifier):
+        run, raw = classify_embedded(clf, messages)
+    else:
+        run = asyncio.run(
+            classify_all(
+                clf,
+                messages,
+                fallback=settings.review_category,
+                concurrency=settings.llm.max_concurrency,
+            )
         )
-    )
     gold = [i.label for i in test]
     metrics = compute_metrics(gold, [d.category for d in run.decisions], keys)
     print_metrics(metrics)
+    scored = [Scored(d.category, g, d.confidence) for d, g in zip(run.decisions, gold, strict=True)]
+    correct = [s.correct for s in scored]
+    bins = reliability([s.confidence for s in scored], correct)
+    ece = expected_calibration_error([s.confidence for s in scored], correct)
+    ece_raw = (
+        expected_calibration_error([d.confidence for d in raw], correct)
+        if raw is not None
+        else None
+    )
+    model_line = (
+        clf.model(EVAL_MAILBOX).describe() if isinstance(clf, EmbeddedClassifier) else classifier
+    )
+    print_risk_coverage(scored, settings.min_confidence)
+    print_reliability(bins, ece_raw, ece, model_line)
+    recs = (
+        print_recommendations(scored, target_precision, settings.min_confidence)
+        if target_precision is not None
+        else []
+    )
     extra: dict[str, Any] = {
         "data": str(data),
         "classifier": classifier,
@@ -161,6 +217,31 @@ def eval_command(
         "at_cascade_threshold": threshold_stats(
             gold, run.decisions, settings.embedded.cascade_threshold
         ),
+        "calibration": {
+            "model": model_line,
+            "ece_before": round(ece_raw, 4) if ece_raw is not None else None,
+            "ece": round(ece, 4),
+            "reliability": [asdict(b) for b in bins],
+        },
+        "risk_coverage": [
+            {
+                "threshold": p.threshold,
+                "coverage": round(p.coverage, 4),
+                "routed": p.routed,
+                "precision": round(p.precision, 4),
+            }
+            for p in risk_coverage(scored)
+        ],
+        "recommendations": [
+            {
+                "category": r.category,
+                "target": r.target,
+                "min_confidence": r.threshold,
+                "coverage": round(r.point.coverage, 4) if r.point else None,
+                "precision": round(r.point.precision, 4) if r.point else None,
+            }
+            for r in recs
+        ],
     }
     stats = getattr(clf, "stats", None)
     if isinstance(stats, dict):
@@ -171,7 +252,10 @@ def eval_command(
         highlight=False,
     )
     if out is not None:
-        for path in write_report(out, report_dict(metrics, **extra), metrics):
+        sections = risk_coverage_html(risk_coverage(scored)) + calibration_html(
+            bins, ece_raw, ece, model_line
+        )
+        for path in write_report(out, report_dict(metrics, **extra), metrics, sections):
             console.print(plain(f"wrote {path}"))
 
 

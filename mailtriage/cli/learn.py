@@ -10,6 +10,7 @@ from rich.table import Table
 
 from mailtriage.cli import console, plain, user_errors
 from mailtriage.cli.options import DEFAULT_CONFIG, ConfigOption, load
+from mailtriage.cli.thresholds import print_recommendations, print_risk_coverage
 from mailtriage.core.config import Settings
 from mailtriage.core.errors import ConfigError
 from mailtriage.core.ledger import Ledger
@@ -28,6 +29,15 @@ def learn(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Map and count only; store nothing.")
     ] = False,
+    target_precision: Annotated[
+        float,
+        typer.Option(
+            "--target-precision",
+            min=0.0,
+            max=1.0,
+            help="Recommend the min_confidence reaching this precision on the history.",
+        ),
+    ] = 0.95,
 ) -> None:
     """Read the folders/labels staff already sort into and store them as examples.
 
@@ -53,6 +63,28 @@ def learn(
         f"{verb} {report.added} examples in {report.seconds:.1f} s; the mailbox was not changed",
         highlight=False,
     )
+    if not dry_run:
+        advise_threshold(only, ledger, mb_settings.address, target_precision)
+
+
+def advise_threshold(settings: Settings, ledger: Ledger, address: str, target: float) -> None:
+    """What the mailbox's history says about `min_confidence`: the embedded classifier's
+    cross-validated predictions of the learned examples, against `target` precision."""
+    from mailtriage.core.embedded import MIN_CALIBRATION, EmbeddedClassifier
+    from mailtriage.core.learn import Learner
+
+    learner = Learner(settings, ledger)
+    model = EmbeddedClassifier(settings, learner.embedder, learner.source).model(address)
+    if not model.held_out:
+        console.print(
+            f"fewer than {MIN_CALIBRATION} examples in two categories or more: no threshold "
+            "recommendation yet (min_confidence stays as configured)",
+            highlight=False,
+        )
+        return
+    console.print(f"embedded classifier on this history: {model.describe()}", highlight=False)
+    print_risk_coverage(model.held_out, settings.min_confidence)
+    print_recommendations(model.held_out, target, settings.min_confidence)
 
 
 async def _learn(

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from mailtriage.cli import console, echo_json, echo_jsonl, plain, user_errors
 from mailtriage.cli.options import DEFAULT_CONFIG, ConfigOption, load, parse_period
-from mailtriage.core.ledger import Ledger, Record, Status
+from mailtriage.core.ledger import ActionState, Ledger, Record, Status
 
 
 def _history_row(r: Record) -> dict[str, Any]:
@@ -35,7 +35,12 @@ def _history_row(r: Record) -> dict[str, Any]:
         "dry_run": r.dry_run,
         "last_error": r.last_error or None,
         "actions": [
-            {"action": action.describe(), "state": state, "error": error or None}
+            {
+                "action": action.describe(),
+                "state": state,
+                "error": (error or None) if state != ActionState.APPLIED else None,
+                "note": (error or None) if state == ActionState.APPLIED else None,
+            }
             for state, action, error in r.actions
         ],
     }

@@ -56,11 +56,17 @@ Action = Label | Move | Forward | MarkRead
 
 @dataclass(frozen=True, slots=True)
 class ActionPlan:
-    """The ordered actions for one message, and whether they may touch the mailbox."""
+    """The ordered actions for one message, and whether they may touch the mailbox.
+
+    `marker`: the processed marker's value, for a connector that can leave it with the
+    plan's last change to the message instead of in a request of its own; empty when the
+    plan must not mark the message (previews, the review label after giving up).
+    """
 
     category: str
     actions: tuple[Action, ...] = field(default_factory=tuple)
     dry_run: bool = False
+    marker: str = ""
 
     def describe(self) -> str:
         """Human summary such as 'label Triage/RH + forwarded to rh@example.com'."""

@@ -2,7 +2,13 @@
 
 Model calls cost money and seconds; most mail in a contact mailbox is easy. The embedded
 decision is kept when its confidence reaches `embedded.cascade_threshold` (0 keeps every
-embedded decision, 1 sends everything to the LLM); otherwise the LLM decides. If the LLM
+embedded decision, 1 sends everything to the LLM) and the threshold the planner applies to
+its category (`min_confidence`, or the category's own): a decision the planner would send
+to review goes to the LLM instead. Otherwise the LLM decides. This is how the confusions
+that need knowledge of the company reach the LLM: who issued an invoice, a vendor's pitch
+or a prospect's request for a quote, a complaint about a visit or an HR matter. Raise the
+`min_confidence` of the categories involved and their mail goes to the LLM unless the
+embedded model is very sure. If the LLM
 fails (ClassifierError: endpoint down, unusable answer after its retries), the embedded
 guess is returned with confidence 0.0 and a reason that says so:
 the planner then sends the message to review (any `min_confidence` above zero) instead of
@@ -59,7 +65,9 @@ class CascadeClassifier:
         return list(await asyncio.gather(*(self._resolve(m, d) for m, d in pairs)))
 
     async def _resolve(self, message: Message, first: Decision) -> Decision:
-        if self.threshold < 1.0 and first.confidence >= self.threshold:
+        # 0 never asks the LLM; otherwise the stricter of the two thresholds applies.
+        needed = max(self.threshold, self.settings.threshold(first.category))
+        if self.threshold == 0.0 or (self.threshold < 1.0 and first.confidence >= needed):
             self._count("embedded")
             return dataclasses.replace(first, classifier="cascade:embedded")
         try:

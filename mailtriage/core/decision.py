@@ -12,6 +12,7 @@ class ConfidenceSource(StrEnum):
     LOGPROB = "logprob"  # probability of the chosen key's tokens
     MODEL = "model"  # the number the model wrote itself (uncalibrated)
     SIMILARITY = "similarity"  # embedded classifier's softmax over similarities
+    CALIBRATED = "calibrated"  # embedded classifier, fitted to the mailbox's own examples
     RULE = "rule"  # deterministic rule: 1.0
     NONE = "none"
 

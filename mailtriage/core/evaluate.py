@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mailtriage.core.calibration import ReliabilityBin
 from mailtriage.core.decision import Decision
 from mailtriage.core.errors import ClassifierError, ConfigError, MessageParseError
 from mailtriage.core.examples import SOURCE_DATASET, Example, excerpt
@@ -27,6 +28,7 @@ from mailtriage.core.extract import parse_rfc822
 from mailtriage.core.message import Message
 from mailtriage.core.ports import Classifier
 from mailtriage.core.text import clean_body
+from mailtriage.core.thresholds import CoveragePoint
 
 EVAL_MAILBOX = "eval@mailtriage.invalid"
 LABEL_COLUMNS = ("label", "category", "queue", "class", "labels", "target")
@@ -444,14 +446,88 @@ def confusion_html(metrics: Metrics, title: str = "mailtriage eval") -> str:
     )
 
 
-def write_report(out_dir: str | Path, report: dict[str, Any], metrics: Metrics) -> list[Path]:
-    """Write `eval.json` and `confusion.html` into `out_dir`; return their paths."""
+def risk_coverage_html(points: Sequence[CoveragePoint]) -> str:
+    """The risk-coverage table as HTML: per threshold, share routed and precision."""
+    rows = "".join(
+        f"<tr><td>{p.threshold:.2f}</td><td>{p.coverage:.0%}</td><td>{p.routed}</td>"
+        f"<td>{p.precision:.3f}</td></tr>"
+        for p in points
+    )
+    return (
+        "<h2>Risk-coverage</h2><table><tr><th>min_confidence</th><th>routed</th>"
+        f"<th>messages routed</th><th>precision on routed</th></tr>{rows}</table>"
+    )
+
+
+def reliability_svg(bins: Sequence[ReliabilityBin], size: int = 320) -> str:
+    """A reliability diagram: per confidence bin, a bar of its accuracy and a dot at its
+    mean confidence, against the diagonal a calibrated model follows. Empty bins draw
+    nothing."""
+    pad = 30
+    inner = size - 2 * pad
+    parts = [
+        f"<svg xmlns='http://www.w3.org/2000/svg' width='{size}' height='{size}' "
+        "role='img' aria-label='reliability diagram'>",
+        f"<rect x='{pad}' y='{pad}' width='{inner}' height='{inner}' fill='none' stroke='#999'/>",
+        f"<line x1='{pad}' y1='{pad + inner}' x2='{pad + inner}' y2='{pad}' "
+        "stroke='#999' stroke-dasharray='4'/>",
+    ]
+    for b in bins:
+        if not b.count:
+            continue
+        x = pad + b.low * inner
+        width = (b.high - b.low) * inner
+        height = b.accuracy * inner
+        parts.append(
+            f"<rect class='bin' x='{x:.1f}' y='{pad + inner - height:.1f}' width='{width:.1f}' "
+            f"height='{height:.1f}' fill='hsla(210,70%,50%,0.7)' stroke='#fff'>"
+            f"<title>{b.low:.1f}-{b.high:.1f}: {b.count} messages, confidence "
+            f"{b.confidence:.2f}, accuracy {b.accuracy:.2f}</title></rect>"
+            # the bin's (mean confidence, accuracy): visible even where accuracy is 0
+            f"<circle cx='{pad + b.confidence * inner:.1f}' cy='{pad + inner - height:.1f}' "
+            "r='3' fill='#c33'/>"
+        )
+    for tick in (0.0, 0.5, 1.0):
+        x = pad + tick * inner
+        y = pad + inner - tick * inner
+        parts.append(
+            f"<text x='{x:.0f}' y='{pad + inner + 13}' font-size='10' "
+            f"text-anchor='middle'>{tick:g}</text>"
+            f"<text x='{pad - 4}' y='{y + 3:.0f}' font-size='10' text-anchor='end'>{tick:g}</text>"
+        )
+    parts.append(
+        f"<text x='{pad + inner / 2:.0f}' y='{size - 4}' font-size='11' "
+        "text-anchor='middle'>confidence →</text>"
+        f"<text x='4' y='{pad - 10}' font-size='11'>accuracy ↑ (dashed: calibrated)</text></svg>"
+    )
+    return "".join(parts)
+
+
+def calibration_html(
+    bins: Sequence[ReliabilityBin], ece_raw: float | None, ece: float, model: str
+) -> str:
+    """The reliability section: diagram, ECE before and after calibration."""
+    esc = html.escape
+    before = (
+        f"ECE before calibration {ece_raw:.3f}, after {ece:.3f}"
+        if ece_raw is not None
+        else (f"ECE {ece:.3f}")
+    )
+    return f"<h2>Reliability</h2><p>{esc(before)} · {esc(model)}</p>{reliability_svg(bins)}"
+
+
+def write_report(
+    out_dir: str | Path, report: dict[str, Any], metrics: Metrics, extra_html: str = ""
+) -> list[Path]:
+    """Write `eval.json` and `confusion.html` (plus `extra_html` sections) into `out_dir`;
+    return their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / "eval.json"
     json_path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", "utf-8")
     html_path = out / "confusion.html"
-    html_path.write_text(confusion_html(metrics), "utf-8")
+    page = confusion_html(metrics).replace("</body>", extra_html + "</body>")
+    html_path.write_text(page, "utf-8")
     return [json_path, html_path]
 
 

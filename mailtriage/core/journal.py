@@ -52,6 +52,7 @@ class LedgerJournal:
                 ok=result.ok,
                 error=result.error,
                 new_id=result.new_provider_id,
+                note=result.note,
             )
         )
 

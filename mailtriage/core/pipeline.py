@@ -266,7 +266,10 @@ class Pipeline:
 
         Intent before effect: forwards and moves are marked started in the ledger before
         the connector attempts them (`begun`: already, with the decision), and each result
-        is journaled as soon as it is known.
+        is journaled as soon as it is known. The connector may leave the marker with one of
+        the plan's own writes (one request fewer); the ledger row, not the marker, says what
+        is still to do, so a message marked before a crash is still resumed from its row
+        (`retry_due`).
         """
         pending = [
             (seq, action)
@@ -274,7 +277,11 @@ class Pipeline:
             if state != ActionState.APPLIED
         ]
         seqs = [seq for seq, _ in pending]
-        plan = ActionPlan(category=row.category or "", actions=tuple(a for _, a in pending))
+        plan = ActionPlan(
+            category=row.category or "",
+            actions=tuple(a for _, a in pending),
+            marker=planner.marker(decision),
+        )
         intents: list[Intent] = begun or []
         if begun is None and any(needs_intent(a) for a in plan.actions):
             started = await self.ledger.run(self.ledger.begin_actions, row.id, seqs, self.owner)

@@ -17,7 +17,9 @@ def effective_category(decision: Decision, message: Message, settings: Settings)
     allowed = {c.key for c in settings.categories_for(message.mailbox)}
     if decision.category not in allowed:
         return settings.review_category
-    if decision.classifier != "rule" and decision.confidence < settings.min_confidence:
+    if decision.classifier != "rule" and decision.confidence < settings.threshold(
+        decision.category
+    ):
         return settings.review_category
     return decision.category
 
@@ -39,15 +41,23 @@ def forward_note(category: Category, decision: Decision, settings: Settings) -> 
     return note
 
 
+def marker(decision: Decision) -> str:
+    """The processed marker's value: what was decided, for whoever reads the mailbox."""
+    return f"v1;{decision.category};{decision.confidence:.2f}"
+
+
 def plan(decision: Decision, message: Message, settings: Settings) -> ActionPlan:
-    """The ordered actions for `decision`: label, forward, mark read, then move."""
+    """The ordered actions for `decision`: forward, label, mark read, then move.
+
+    The forward goes first: it is the one action that can fail for reasons of the message
+    itself (size, recipients), and until it is sent the message stays in the Inbox, unread
+    and unlabelled. Label and read flag come next, together (one request where the
+    provider allows it), and the move last.
+    """
     key = effective_category(decision, message, settings)
     category = settings.category(key)
     acts = category.actions
     actions: list[Action] = []
-    label = label_for(category)
-    if label is not None:
-        actions.append(label)
     if acts.forward_to:
         reply_to = message.reply_address
         actions.append(
@@ -57,6 +67,9 @@ def plan(decision: Decision, message: Message, settings: Settings) -> ActionPlan
                 reply_to=reply_to.email if reply_to else None,
             )
         )
+    label = label_for(category)
+    if label is not None:
+        actions.append(label)
     if acts.mark_read:
         actions.append(MarkRead())
     if acts.move_to:

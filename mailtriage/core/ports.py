@@ -59,12 +59,17 @@ class ChangePage:
 
 @dataclass(frozen=True, slots=True)
 class ActionResult:
-    """Outcome of one action; `new_provider_id` is set when a move changed the id."""
+    """Outcome of one action; `new_provider_id` is set when a move changed the id.
+
+    `note`: how an applied action was done when that differs from the plan (a forward too
+    large to send that went as a notice); recorded in the ledger with the result.
+    """
 
     action: Action
     ok: bool
     error: str = ""
     new_provider_id: str | None = None
+    note: str = ""
 
 
 @runtime_checkable

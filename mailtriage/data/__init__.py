@@ -9,3 +9,5 @@ from __future__ import annotations
 from pathlib import Path
 
 EXAMPLE_CONFIG = Path(__file__).resolve().parent / "mailtriage.example.toml"
+# Department templates for `mailtriage init` (descriptions and examples).
+DEPARTMENTS = Path(__file__).resolve().parent / "departments.toml"

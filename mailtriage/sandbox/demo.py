@@ -29,12 +29,14 @@ from mailtriage.connectors import build_mailboxes
 from mailtriage.core.actions import Forward, Label, MarkRead, Move
 from mailtriage.core.classifiers import build_classifier, build_learner
 from mailtriage.core.config import Settings, parse_settings
+from mailtriage.core.embedded import EmbeddedClassifier
 from mailtriage.core.ledger import Ledger, Status
 from mailtriage.core.llm import llm_reachable
 from mailtriage.core.pipeline import Outcome, Pipeline, SyncReport
 from mailtriage.core.runtime import sync_all
 from mailtriage.data import EXAMPLE_CONFIG
 from mailtriage.sandbox.demo_corpus import DemoMail, demo_messages, render_body
+from mailtriage.sandbox.demo_score import DemoScore, classifier_line, summarise
 from mailtriage.sandbox.gmail import GmailEmulator
 from mailtriage.sandbox.graph import GraphEmulator
 
@@ -165,7 +167,7 @@ async def run(
         classifier = build_classifier(settings, ledger=ledger, learner=learner)
         hook = learner.on_correction if learner else None
         first = await _pass(settings, ledger, classifier, hook)
-        print_results(console, settings, ledger, expected)
+        print_results(console, settings, ledger, expected, model_detail(classifier))
         second = await _pass(settings, ledger, classifier, hook)
         outcome = DemoOutcome(first, second, expected, time.monotonic() - started)
         print_forwards(console, graph, gmail)
@@ -213,8 +215,20 @@ def native(provider: str, action: Any) -> str:
     return str(action)
 
 
+def model_detail(classifier: Any) -> str:
+    """How the embedded classifier (alone or first in the cascade) decides in the demo."""
+    embedded = getattr(classifier, "embedded", classifier)
+    if isinstance(embedded, EmbeddedClassifier):
+        return embedded.model(GRAPH_BOX).describe()
+    return ""
+
+
 def print_results(
-    console: Console, settings: Settings, ledger: Ledger, expected: dict[str, str]
+    console: Console,
+    settings: Settings,
+    ledger: Ledger,
+    expected: dict[str, str],
+    detail: str = "",
 ) -> None:
     providers = {m.address: m.provider for m in settings.mailboxes}
     short = {
@@ -227,15 +241,11 @@ def print_results(
     for col in ("mailbox", "subject", "category", "conf.", "done in the mailbox"):
         table.add_column(col, overflow="fold")
     per_cat: Counter[str] = Counter()
-    hits = total = 0
     for r in rows:
         provider = providers.get(r.mailbox, "")
-        want = expected.get(f"{r.mailbox}|{r.internet_message_id}")
         if r.status == Status.SKIPPED:
             table.add_row(short[r.mailbox], r.subject[:55], "(skipped)", "", r.skip_reason)
             per_cat["(skipped)"] += 1
-            hits += want == "skip"
-            total += 1
             continue
         cat = r.category or ""
         per_cat[cat] += 1
@@ -250,9 +260,6 @@ def print_results(
             f"{r.confidence:.2f}" if r.confidence is not None else "",
             done,
         )
-        if want is not None:
-            total += 1
-            hits += want == cat
     console.print(table)
     summary = Table(title="per category")
     summary.add_column("category")
@@ -260,10 +267,21 @@ def print_results(
     for cat, n in sorted(per_cat.items(), key=lambda kv: -kv[1]):
         summary.add_row(names.get(cat, cat), str(n))
     console.print(summary)
-    if total:
+    scores = {
+        address: summarise(
+            [r for r in rows if r.mailbox == address], expected, settings.review_category
+        )
+        for address in short
+    }
+    line = classifier_line(settings, rows) + (f"; {detail}" if detail else "")
+    console.print(f"classifier: {line}", highlight=False)
+    for address, score in scores.items():
+        if score.total:
+            console.print(f"{short[address]}: {score.line()}", highlight=False)
+    total = DemoScore.combine(scores.values())
+    if total.total:
         console.print(
-            f"agreement with the corpus's intended department: {hits}/{total} "
-            f"({hits / total:.0%}); unsure messages went to "
+            f"both mailboxes: {total.line()}; unsure messages went to "
             f"{names[settings.review_category]!r} for a person to decide",
             highlight=False,
         )

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import httplib2
 from googleapiclient.errors import HttpError
@@ -37,6 +38,18 @@ from mailtriage.core.metrics import THROTTLED
 
 T = TypeVar("T")
 Build = Callable[[Any], HttpRequest]  # users() resource -> request
+
+
+def on_endpoint(request: HttpRequest, api_endpoint: str) -> HttpRequest:
+    """`request` with the scheme of `api_endpoint`: for a media upload, google-api-python-
+    client keeps the discovery document's `https` and swaps only the host for the endpoint
+    (`discovery._fix_up_media_path_base_url`), so an `http://` endpoint (the emulator, a
+    local proxy) would get a TLS handshake. Nothing changes for Google's own endpoint."""
+    scheme = urlsplit(api_endpoint).scheme
+    parts = urlsplit(request.uri)
+    if scheme and parts.scheme != scheme:
+        request.uri = urlunsplit(parts._replace(scheme=scheme))
+    return request
 
 
 @dataclass
@@ -242,6 +255,7 @@ __all__ = [
     "GmailClient",
     "HttpError",
     "RetryPolicy",
+    "on_endpoint",
     "service_account_info",
     "shared_for",
 ]

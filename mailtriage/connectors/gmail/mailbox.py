@@ -530,12 +530,14 @@ class GmailMailbox:
             action = actions[i]
             if isinstance(action, Forward):
                 try:
-                    await self.forwards.forward(message, action, journal.intent(i), self._original)
+                    note = await self.forwards.forward(
+                        message, action, journal.intent(i), self._original
+                    )
                 except ConnectorError as exc:
                     results.append(ActionResult(action, ok=False, error=str(exc)))
                     await journal.record(i, results[-1])
                     break
-                results.append(ActionResult(action, ok=True))
+                results.append(ActionResult(action, ok=True, note=note))
                 await journal.record(i, results[-1])
                 i += 1
                 continue
@@ -621,14 +623,14 @@ class GmailMailbox:
         return await self.labels.id_for(self.gmail.processed_label, hidden=True)
 
     async def _original(self, message_id: str) -> bytes:
+        """The raw original of a forward: kept from intake, or downloaded again (decoded in
+        slices, see `_raw_resource`: the original of a large forward may be 35 MB)."""
         raw = self._raw.get(message_id)
         if raw is not None:
             return raw
-        resource = await self.client.call(
-            "messages.get",
-            lambda u: u.messages().get(userId=self.address, id=message_id, format="raw"),
-        )
-        return _unb64url(resource["raw"])
+        resource = await self.client.call("messages.get", self._get_raw(message_id))
+        got = resource["raw"]
+        return got if isinstance(got, bytes) else _unb64url(got)
 
     async def mark_processed(self, message: Message, decision: Decision) -> None:
         """Add the processed label, unless apply() already did it in its last modify."""

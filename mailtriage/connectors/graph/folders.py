@@ -1,6 +1,9 @@
 """Folders of one Graph mailbox: ids by path (created when missing), and idempotent moves.
 
-Ids are cached in memory and in the StateStore. A move is not idempotent: `Prefer:
+Ids are resolved once per mailbox: cached in memory and in the StateStore, and resolved
+under one lock per mailbox, so concurrent messages share one lookup (and creation) instead
+of racing into 409s. A cached id that Graph answers 404 for (staff deleted the folder) is
+forgotten and resolved again, once, by the move that met it. A move is not idempotent: `Prefer:
 IdType="ImmutableId"` keeps a message's id across moves within the mailbox
 (learn.microsoft.com/graph/outlook-immutable-id, "Lifetime of immutable IDs"), so a move
 that may have happened is checked by reading the message's `parentFolderId` before it is
@@ -66,7 +69,9 @@ class GraphFolders:
         key = _key(path)
         if key in self._ids:
             return self._ids[key]
-        async with self._lock:
+        async with self._lock:  # single flight: whoever waited finds the work done
+            if key in self._ids:
+                return self._ids[key]
             stored = await self.store.get(self.address, self._store_key(path))
             if stored:
                 self._ids[key] = stored

@@ -1,21 +1,28 @@
-"""Graph forwards: set entirely at creation, found again by their id, never sent twice.
+"""Graph forwards: one `POST /forward` set entirely in its body, found again by its id.
 
-A forward is two requests: `createForward`, whose `message` parameter carries the recipients,
-Reply-To and the extended properties ("message: Any writeable properties", message-
-createforward; "Specify either the toRecipients parameter or the toRecipients property of the
-message parameter"), then `send`. Nothing is PATCHed afterwards: `internetMessageHeaders`
-can only be set when a message is created (resources/message; message-update does not list
-it), so the loop headers travel as named properties in the PS_INTERNET_HEADERS set, which
-Exchange writes out as MIME headers ([MS-OXCMAIL] 2.1.3.2.4 "Arbitrary MIME Headers",
-learn.microsoft.com/openspecs/exchange_server_protocols/ms-oxcmail/d296c8c5-27c8-46d4-93a9-
-4da1d69175cf). Unknown (no page settles it): whether Graph accepts extended properties inside
-createForward's `message` parameter; the resource page allows them on a new message.
+A forward is ONE request: message-forward's `message` parameter carries the recipients,
+Reply-To and the extended properties, and `comment` the note. The page documents that
+parameter ("Specify either the toRecipients parameter or the toRecipients property of the
+message parameter", learn.microsoft.com/graph/api/message-forward; "message: Any writeable
+properties to update in the reply message", same page, beta), and msgraph-sdk's
+`ForwardPostRequestBody` (generated from Graph's v1.0 metadata) has `Message`. The
+forward is saved in Sent Items ("This method saves the message in the Sent Items folder"),
+with its properties, which is where the evidence below is looked for. Nothing is PATCHed
+afterwards: `internetMessageHeaders` can only be set when a message is created
+(resources/message; message-update does not list it), so the loop headers travel as named
+properties in the PS_INTERNET_HEADERS set, which Exchange writes out as MIME headers
+([MS-OXCMAIL] 2.1.3.2.4 "Arbitrary MIME Headers", learn.microsoft.com/openspecs/
+exchange_server_protocols/ms-oxcmail/d296c8c5-27c8-46d4-93a9-4da1d69175cf). Unknown (no
+page settles it): whether Graph accepts extended properties inside the `message`
+parameter of forward (or createForward); the resource page allows them on a new message.
 
 Every forward carries its stable id in a named property (`FORWARD_PROP`). Where an earlier
 attempt may have forwarded (a crash, a lost answer, a timeout or 5xx), the mailbox is
 searched for that property first ($filter on singleValueExtendedProperties applies to all
-messages of the mailbox, singlevaluelegacyextendedproperty-get): a sent copy means done, a
-draft only means send that draft (extra drafts are deleted), nothing means forward.
+messages of the mailbox, singlevaluelegacyextendedproperty-get): a sent copy means done,
+nothing means forward again, but only once the sent copy has had time to appear
+(`graph.sent_copy_grace_s`, 10 minutes). A draft carrying the id (left by the createForward
++ send protocol of earlier versions) is sent.
 """
 
 from __future__ import annotations
@@ -29,8 +36,8 @@ from msgraph.generated.models.message import Message as GraphMessage
 from msgraph.generated.models.single_value_legacy_extended_property import (
     SingleValueLegacyExtendedProperty,
 )
-from msgraph.generated.users.item.messages.item.create_forward.create_forward_post_request_body import (  # noqa: E501
-    CreateForwardPostRequestBody,
+from msgraph.generated.users.item.messages.item.forward.forward_post_request_body import (
+    ForwardPostRequestBody,
 )
 from msgraph.generated.users.item.messages.messages_request_builder import (
     MessagesRequestBuilder,
@@ -50,9 +57,10 @@ log = logging.getLogger(__name__)
 FORWARD_PROP = f"String {MARKER_GUID} Name MailtriageForward"
 # PS_INTERNET_HEADERS: string properties in this set become internet headers.
 INTERNET_HEADERS_SET = "{00020386-0000-0000-C000-000000000046}"
-# After a send whose answer was lost, the sent copy "is not created until the message
-# successfully sends, which may take time" (outlook-immutable-id, "Immutable ID with sending
-# mail"). Finding nothing that soon is reported as unknown (retried later), not resent.
+# After a send or forward whose answer was lost, the sent copy "is not created until the
+# message successfully sends, which may take time" (outlook-immutable-id, "Immutable ID with
+# sending mail"). Finding nothing that soon is reported as unknown (retried later), not resent
+# (`graph.sent_copy_grace_s`, this by default).
 SENT_COPY_GRACE_S = 600.0
 # Forwards tried per apply when answers are lost, each after an evidence check.
 FORWARD_ATTEMPTS = 3
@@ -67,8 +75,9 @@ def header_property(name: str) -> str:
 
 
 def _sent_at(evidence: str) -> float | None:
-    """The time a send was attempted, from a `send:<draft id>@<epoch>` note."""
-    if not evidence.startswith("send:"):
+    """The time a forward was attempted, from a `forward:<message id>@<epoch>` note (or the
+    `send:<draft id>@<epoch>` of the two-request protocol of earlier versions)."""
+    if not evidence.startswith(("forward:", "send:")):
         return None
     try:
         return float(evidence.rpartition("@")[2])
@@ -90,9 +99,10 @@ class GraphForwards:
 
     retry_delay_s = RETRY_DELAY_S  # class attribute: tests set 0
 
-    def __init__(self, calls: GraphCalls) -> None:
+    def __init__(self, calls: GraphCalls, *, grace_s: float = SENT_COPY_GRACE_S) -> None:
         self.calls = calls
         self.address = calls.address
+        self.grace_s = grace_s
 
     async def forward(
         self, message: Message, msg_id: str, action: Forward, intent: Intent, note: Note
@@ -107,7 +117,7 @@ class GraphForwards:
             await note(value)
 
         await write_once(
-            lambda: self._create_and_send(message, msg_id, action, key, noted),
+            lambda: self._forward(message, msg_id, action, key, noted),
             lambda: self.settle(key, evidence, noted),
             look_first=intent.earlier,
             attempts=FORWARD_ATTEMPTS,
@@ -140,8 +150,10 @@ class GraphForwards:
     async def settle(self, key: str, evidence: str, note: Note) -> bool:
         """Finish an earlier attempt from its evidence; False when there is none.
 
-        Sent copy: done (leftover drafts deleted). Draft only: that draft is sent. Nothing,
-        shortly after a send was attempted: OutcomeUnknownError (the copy may not exist yet).
+        Sent copy: done (leftover drafts deleted). Draft only: that draft is sent, unless a
+        one-request forward was attempted moments ago (its item may be on its way to Sent
+        Items). Nothing, shortly after a forward was attempted: OutcomeUnknownError (the
+        copy may not exist yet); the pipeline tries again later.
         """
         found = await self.copies(key)
         sent = [c for c in found if not c.draft]
@@ -150,20 +162,21 @@ class GraphForwards:
             for d in drafts:
                 await self.discard(d.id)
             return True
-        if drafts:
+        sent_at = _sent_at(evidence)
+        recent = sent_at is not None and time.time() - sent_at < self.grace_s
+        if drafts and not (recent and evidence.startswith("forward:")):
             for d in drafts[1:]:
                 await self.discard(d.id)
             await self._send_draft(drafts[0].id, note)
             return True
-        sent_at = _sent_at(evidence)
-        if sent_at is not None and time.time() - sent_at < SENT_COPY_GRACE_S:
+        if recent:
             raise OutcomeUnknownError(
                 f"forward {key} was sent at {sent_at:.0f} and no copy is visible yet",
                 mailbox=self.address,
             )
         return False
 
-    def _draft_body(self, message: Message, action: Forward, key: str) -> GraphMessage:
+    def _message_param(self, message: Message, action: Forward, key: str) -> GraphMessage:
         reply_to = action.reply_to or (
             message.reply_address.email if message.reply_address else None
         )
@@ -188,25 +201,21 @@ class GraphForwards:
             draft.reply_to = [recipient(reply_to)]
         return draft
 
-    async def _create_and_send(
+    async def _forward(
         self, message: Message, msg_id: str, action: Forward, key: str, note: Note
     ) -> None:
-        body = CreateForwardPostRequestBody(
-            comment=action.note, message=self._draft_body(message, action, key)
+        """The forward in one request. The attempt is noted first: a resume that finds no
+        sent copy shortly after it waits for one rather than forwarding again."""
+        body = ForwardPostRequestBody(
+            comment=action.note, message=self._message_param(message, action, key)
         )
-        builder = self.calls.msg(msg_id).create_forward
-        draft = await self.calls.write(
-            self.calls.raw(
-                builder, builder.to_post_request_information(body, cfg(PREFER_IMMUTABLE))
-            )
-        )
-        draft_id = str(draft.get("id") or "")
-        if not draft_id:
-            raise OutcomeUnknownError("createForward returned no draft id", mailbox=self.address)
-        await self._send_draft(draft_id, note)
+        await note(f"forward:{msg_id}@{time.time():.0f}")
+        builder = self.calls.msg(msg_id).forward
+        await self.calls.write(self.calls.send(builder, builder.to_post_request_information(body)))
 
     async def _send_draft(self, draft_id: str, note: Note) -> None:
-        """Send a complete draft. Its id is noted first: a resume can tell it was sent."""
+        """Send a draft left by earlier versions. Its id is noted first: a resume can tell
+        it was sent."""
         await note(f"send:{draft_id}@{time.time():.0f}")
         send = self.calls.msg(draft_id).send
         try:

@@ -1,10 +1,11 @@
 """`GraphMailbox`: one shared Microsoft 365 mailbox through msgraph-sdk (app-only).
 
 Intake is a delta query on the Inbox (created items only, `$select` of what the core
-needs, text bodies, immutable ids); the deltaLink is the cursor. Actions are native:
-Outlook categories (`categories`), folder moves (`folders`), forwards set entirely at
-creation and sent once (`forwards`), isRead, and a named extended property as the durable
-"processed" marker. Request plumbing is in `calls`.
+needs, text bodies, immutable ids); the deltaLink is the cursor. Actions are native
+(`actions`): forwards set entirely at creation and sent once (`forwards`), Outlook
+categories (`categories`), isRead and a named extended property as the durable "processed"
+marker in one PATCH, and folder moves (`folders`). The staff's own sorting, read for
+`learn`, is in `history`; request plumbing in `calls`.
 """
 
 from __future__ import annotations
@@ -16,30 +17,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
-from msgraph.generated.models.message import Message as GraphMessage
-from msgraph.generated.models.single_value_legacy_extended_property import (
-    SingleValueLegacyExtendedProperty,
-)
-from msgraph.generated.users.item.mail_folders.item.child_folders.child_folders_request_builder import (  # noqa: E501
-    ChildFoldersRequestBuilder,
-)
-from msgraph.generated.users.item.mail_folders.item.messages.messages_request_builder import (
-    MessagesRequestBuilder,
-)
-from msgraph.generated.users.item.mail_folders.mail_folders_request_builder import (
-    MailFoldersRequestBuilder,
-)
 from msgraph.generated.users.item.messages.item.attachments.attachments_request_builder import (
     AttachmentsRequestBuilder,
 )
 
+from mailtriage.connectors.graph.actions import GraphActions
 from mailtriage.connectors.graph.calls import PREFER_IMMUTABLE, PREFER_TEXT, GraphCalls
 from mailtriage.connectors.graph.calls import cfg as _cfg
 from mailtriage.connectors.graph.categories import MasterCategories
 from mailtriage.connectors.graph.client import GraphClient, build_client
 from mailtriage.connectors.graph.convert import (
     EXPAND_MARKER,
-    MARKER_ID,
     SELECT,
     Json,
     attachments_of,
@@ -49,7 +37,9 @@ from mailtriage.connectors.graph.convert import (
 )
 from mailtriage.connectors.graph.folders import GraphFolders
 from mailtriage.connectors.graph.forwards import GraphForwards
-from mailtriage.core.actions import Action, ActionPlan, Forward, Label, MarkRead, Move
+from mailtriage.connectors.graph.history import GraphHistory
+from mailtriage.core import planner
+from mailtriage.core.actions import ActionPlan
 from mailtriage.core.config import MailboxSettings, Settings
 from mailtriage.core.decision import Decision
 from mailtriage.core.errors import (
@@ -106,8 +96,9 @@ class GraphMailbox:
         self.calls = GraphCalls(client, self.address)
         self.mail_folders = GraphFolders(self.calls, store)
         self.categories = MasterCategories(self.calls)
-        self.forwards = GraphForwards(self.calls)
-        self._history_index: dict[str, str] | None = None  # `learn`: folder path → id
+        self.forwards = GraphForwards(self.calls, grace_s=settings.graph.sent_copy_grace_s)
+        self.actions = GraphActions(self.calls, self.mail_folders, self.categories, self.forwards)
+        self.history = GraphHistory(self.calls)
         # Category-folder delta links read but not yet saved: saved at the next `changes()`
         # call, i.e. once the pipeline has recorded the moves (a crash replays them).
         self._pending_links: dict[str, str] = {}
@@ -173,9 +164,6 @@ class GraphMailbox:
         )
         builder = self._user.mail_folders.by_mail_folder_id("inbox").messages.delta.with_url(url)
         return await self._raw(builder, builder.to_get_request_information(cfg))
-
-    async def _patch(self, msg_id: str, body: GraphMessage) -> None:
-        await self.calls.patch(msg_id, body)
 
     async def changes(self, cursor: str | None) -> ChangePage:
         """One delta page. `cursor` is a nextLink/deltaLink; None starts per backfill_days.
@@ -300,92 +288,13 @@ class GraphMailbox:
 
     # -- history of the staff's own sorting (`mailtriage learn`) --------------------
 
-    async def _list_all(
-        self, builder: Any, query: Any, prefer: Sequence[str] = (), limit: int = 10_000
-    ) -> list[Json]:
-        """A GET collection, following @odata.nextLink up to `limit` items."""
-        items: list[Json] = []
-        resp = await self._raw(
-            builder, builder.to_get_request_information(_cfg(*prefer, query=query))
-        )
-        while True:
-            items += [v for v in resp.get("value") or [] if isinstance(v, dict)]
-            link = resp.get("@odata.nextLink")
-            if not link or len(items) >= limit:
-                return items[:limit]
-            nxt = builder.with_url(link)
-            resp = await self._raw(nxt, nxt.to_get_request_information(_cfg(*prefer)))
-
-    async def _subfolders(self, folder_id: str | None) -> list[Json]:
-        """Child folders of `folder_id` (None: the top-level folders)."""
-        select = ["id", "displayName", "childFolderCount"]
-        if folder_id is None:
-            q: Any = MailFoldersRequestBuilder.MailFoldersRequestBuilderGetQueryParameters(
-                top=100, select=select
-            )
-            builder: Any = self._user.mail_folders
-        else:
-            q = ChildFoldersRequestBuilder.ChildFoldersRequestBuilderGetQueryParameters(
-                top=100, select=select
-            )
-            builder = self._user.mail_folders.by_mail_folder_id(folder_id).child_folders
-        return await self._list_all(builder, q)
-
-    async def _walk(self, folder_id: str, prefix: str, out: dict[str, str]) -> None:
-        for f in await self._subfolders(folder_id):
-            path = f"{prefix}{f.get('displayName') or ''}"
-            if not f.get("id") or path.lower() in {p.lower() for p in out}:
-                continue
-            out[path] = str(f["id"])
-            if f.get("childFolderCount"):
-                await self._walk(str(f["id"]), path + "/", out)
-
-    async def _folder_index(self) -> dict[str, str]:
-        """Folder path → id: the Inbox's subfolders as 'Triage/RH' (like move_to), then
-        the other top-level folders and theirs ('Archives/2024'); Inbox paths win."""
-        inbox_builder = self._user.mail_folders.by_mail_folder_id("inbox")
-        inbox = await self._raw(inbox_builder, inbox_builder.to_get_request_information())
-        inbox_id = str(inbox.get("id") or "")
-        out: dict[str, str] = {}
-        await self._walk(inbox_id or "inbox", "", out)
-        for f in await self._subfolders(None):
-            name = str(f.get("displayName") or "")
-            if not f.get("id") or f["id"] == inbox_id or name.lower() in {p.lower() for p in out}:
-                continue
-            out[name] = str(f["id"])
-            if f.get("childFolderCount"):
-                await self._walk(str(f["id"]), name + "/", out)
-        self._history_index = out
-        return out
-
     async def folders(self) -> list[str]:
         """Every mail folder path staff may sort into (read only)."""
-        return sorted(await self._folder_index(), key=str.lower)
+        return sorted(await self.history.index(), key=str.lower)
 
     async def sample(self, location: str, limit: int) -> list[Message]:
         """Up to `limit` most recent messages of folder `location`, read as intake reads."""
-        index = self._history_index if self._history_index is not None else {}
-        if location not in index:
-            index = await self._folder_index()
-        folder_id = index.get(location) or next(
-            (v for k, v in index.items() if k.lower() == location.lower()), None
-        )
-        if folder_id is None or limit <= 0:
-            return []
-        q = MessagesRequestBuilder.MessagesRequestBuilderGetQueryParameters(
-            top=min(limit, 100),
-            orderby=["receivedDateTime desc"],
-            select=SELECT,
-            expand=[EXPAND_MARKER],
-        )
-        builder = self._user.mail_folders.by_mail_folder_id(folder_id).messages
-        out: list[Message] = []
-        for gm in await self._list_all(builder, q, (PREFER_TEXT, PREFER_IMMUTABLE), limit):
-            try:
-                out.append(to_message(self.address, gm))
-            except (ValueError, TypeError, AttributeError) as exc:
-                log.warning("graph %s: skipped an unreadable message: %s", self.address, exc)
-        return out
+        return await self.history.sample(location, limit)
 
     async def fetch(self, provider_id: str) -> Message:
         """Read one message again (pipeline retries); NotFoundError when it is gone."""
@@ -429,69 +338,23 @@ class GraphMailbox:
         """Apply the plan in order, journaling each result; stop at the first failure.
 
         Auth errors propagate. Forwards and moves whose intent says an earlier attempt may
-        have done them are looked for first (see `forwards`, `folders`).
+        have done them are looked for first (see `forwards`, `folders`); see `actions` for
+        how few requests a plan costs.
         """
         if plan.dry_run or self.dry_run:
             return [ActionResult(a, ok=False, error="dry run: not applied") for a in plan.actions]
-        journal = journal or NULL_JOURNAL
-        results: list[ActionResult] = []
-        current = message.provider_id
-        for index, action in enumerate(plan.actions):
-            try:
-                new_id = await self._apply_one(message, current, action, journal, index)
-            except AuthError:
-                raise
-            except ConnectorError as exc:
-                results.append(ActionResult(action, ok=False, error=str(exc)))
-                await journal.record(index, results[-1])
-                break
-            results.append(ActionResult(action, ok=True, new_provider_id=new_id))
-            await journal.record(index, results[-1])
-            if new_id:
-                current = new_id
-        return results
-
-    async def _apply_one(
-        self, message: Message, msg_id: str, action: Action, journal: Journal, index: int
-    ) -> str | None:
-        intent = journal.intent(index)
-        if isinstance(action, Label):
-            await self._label(message, msg_id, action)
-        elif isinstance(action, Move):
-            return await self.mail_folders.move(msg_id, action.folder, intent)
-        elif isinstance(action, Forward):
-            await self.forwards.forward(
-                message, msg_id, action, intent, lambda e: journal.note(index, e)
-            )
-        elif isinstance(action, MarkRead):
-            await self._patch(msg_id, GraphMessage(is_read=True))
-        else:  # pragma: no cover - exhaustive over core.actions
-            raise ConnectorError(f"unsupported action {action!r}", mailbox=self.address)
-        return None
-
-    async def _label(self, message: Message, msg_id: str, action: Label) -> None:
-        """Categories are a set: a category already on the message costs no request."""
-        await self.categories.ensure(action.name, action.color)
-        if action.name in message.categories:
-            return
-        cats = list(dict.fromkeys([*message.categories, action.name]))
-        await self._patch(msg_id, GraphMessage(categories=cats))
-        message.categories = cats
+        return await self.actions.apply(message, plan, journal or NULL_JOURNAL)
 
     async def folder_id(self, path: str) -> str:
         """The id of Inbox/<path>, creating missing folders (see `folders`)."""
         return await self.mail_folders.folder_id(path)
 
     async def mark_processed(self, message: Message, decision: Decision) -> None:
-        """Set the MailtriageProcessed extended property (survives a lost ledger)."""
+        """Set the MailtriageProcessed extended property (survives a lost ledger), unless
+        the plan's own PATCH set it already."""
         if self.dry_run:
             return
-        prop = SingleValueLegacyExtendedProperty(
-            id=MARKER_ID, value=f"v1;{decision.category};{decision.confidence:.2f}"
-        )
-        await self._patch(
-            message.provider_id, GraphMessage(single_value_extended_properties=[prop])
-        )
+        await self.actions.mark(message, planner.marker(decision))
 
     async def aclose(self) -> None:
         if self._owns_client:

@@ -123,16 +123,24 @@ class Intents(LedgerBase):
             )
 
     def record_action(
-        self, row_id: int, seq: int, *, ok: bool, error: str = "", new_id: str | None = None
+        self,
+        row_id: int,
+        seq: int,
+        *,
+        ok: bool,
+        error: str = "",
+        new_id: str | None = None,
+        note: str = "",
     ) -> None:
-        """The action's result, as soon as the connector knows it."""
+        """The action's result, as soon as the connector knows it: its error, or for an
+        applied action the connector's note of how it was done (same column)."""
         with self.session() as s:
             s.execute(
                 update(ActionRow)
                 .where(ActionRow.message_id == row_id, ActionRow.seq == seq)
                 .values(
                     state=ActionState.APPLIED if ok else ActionState.FAILED,
-                    error=error[:2000],
+                    error=(error if not ok else note)[:2000],
                     updated_at=utcnow(),
                 )
             )

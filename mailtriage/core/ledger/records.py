@@ -69,7 +69,9 @@ class Record:
     routed_to_review: bool
     dry_run: bool
     updated_at: datetime
-    actions: tuple[tuple[str, Action, str], ...]  # (state, action, error)
+    # (state, action, error), the error of an applied action being its note (how it was
+    # done, e.g. "sent as a notice: ...")
+    actions: tuple[tuple[str, Action, str], ...]
     raw_updated_at: datetime | None = None  # as stored, for compare-and-set
     intents: tuple[ActionIntent, ...] = ()  # one per action, same order
 
@@ -78,7 +80,11 @@ class Record:
         return [a for state, a, _ in self.actions if state != ActionState.APPLIED]
 
     def describe_actions(self) -> str:
-        done = [a.describe() for state, a, _ in self.actions if state == ActionState.APPLIED]
+        done = [
+            f"{a.describe()} ({note})" if note else a.describe()
+            for state, a, note in self.actions
+            if state == ActionState.APPLIED
+        ]
         return " + ".join(done) or "nothing"
 
 

@@ -125,6 +125,8 @@ class ActionRow(Base):
     kind: Mapped[str] = mapped_column(String(16))
     params: Mapped[str] = mapped_column(Text)  # JSON
     state: Mapped[str] = mapped_column(String(16), default=ActionState.PLANNED)
+    # Why it failed; for an applied action, how it was done when that differs from the
+    # plan (`ActionResult.note`, e.g. a forward sent as a notice).
     error: Mapped[str] = mapped_column(Text, default="")
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow

@@ -39,6 +39,19 @@ GOOGLE_TOKEN_AUD = "https://oauth2.googleapis.com/token"
 Result = tuple[int, dict[str, Any] | None]
 # API methods that change the mailbox: logged as `Executed`, hooks and after-faults apply.
 WRITES = frozenset({"messages.send", "messages.modify", "messages.batchModify", "labels.create"})
+# messages.send's media upload takes at most 35 MB (users.messages.send reference: "Maximum
+# file size: 35MB"; discovery `mediaUpload.maxSize` 36700160) of `message/*`.
+UPLOAD_MAX_BYTES = 36_700_160
+# A JSON request body (the `raw` path) above this is refused with 413. No page documents
+# the limit: 413 "Request Entity Too Large" is reported from about 5 MB (unknown, observed).
+JSON_BODY_MAX_BYTES = 5 * 1024 * 1024
+
+
+def too_large(limit: int) -> GmailError:
+    """413 in Gmail's documented error shape (handle-errors); the reason is unknown."""
+    return GmailError(
+        413, f"Request payload size exceeds the limit: {limit} bytes.", "uploadTooLarge"
+    )
 
 
 class LostAnswer(Exception):
@@ -110,7 +123,10 @@ class GmailApi:
         raw: bytes,
         *,
         direct: bool = True,
+        media: bytes | None = None,
     ) -> Result:
+        """Run one call. `media`: the message of an upload request (`raw` is then its
+        metadata, if any)."""
         url = urlsplit(target)
         query = parse_qs(url.query)
         segments = url.path.split("/")
@@ -120,10 +136,12 @@ class GmailApi:
             raise GmailError(404, "Not Found", "notFound")
         user_id = unquote(segments[4])
         api, args = _route(method, [unquote(s) for s in segments[5:]])
+        if media is None and len(raw) > JSON_BODY_MAX_BYTES:
+            raise too_large(JSON_BODY_MAX_BYTES)
         user = self.state.authenticate(authorization, user_id)
         try:
             self.state.admit(user, api)
-            status, body = self._call(api, args, user, query, raw)
+            status, body = self._call(api, args, user, query, raw, media)
         except GmailError as exc:
             self.state.request_log.append((method, api, user, exc.code))
             raise
@@ -149,7 +167,13 @@ class GmailApi:
         return Executed(api, user, target, detail=detail)
 
     def _call(
-        self, api: str, args: list[str], user: str, query: dict[str, list[str]], raw: bytes
+        self,
+        api: str,
+        args: list[str],
+        user: str,
+        query: dict[str, list[str]],
+        raw: bytes,
+        media: bytes | None = None,
     ) -> Result:
         s = self.state
         if api == "getProfile":
@@ -196,9 +220,21 @@ class GmailApi:
             )
             return 204, None
         if api == "messages.send":
+            if media is not None:
+                msg = s.send(user, media)
+                return 200, {
+                    "id": msg.id,
+                    "threadId": msg.thread_id,
+                    "labelIds": sorted(msg.labels),
+                }
             body = _body(raw)
             if not body.get("raw"):
-                raise GmailError(400, "Recipient address required", "invalidArgument")
+                raise GmailError(
+                    400,
+                    "'raw' RFC822 payload message string or uploading message via /upload/* "
+                    "URL required",
+                    "badRequest",
+                )
             msg = s.send(user, b64url_decode(body["raw"]))
             return 200, {"id": msg.id, "threadId": msg.thread_id, "labelIds": sorted(msg.labels)}
         if api == "history.list":
@@ -228,12 +264,51 @@ class GmailApi:
         raw: bytes,
         *,
         direct: bool = True,
+        media: bytes | None = None,
     ) -> Result:
         """`dispatch()` with GmailError rendered as its status and JSON body."""
         try:
-            return self.dispatch(method, target, authorization, raw, direct=direct)
+            return self.dispatch(method, target, authorization, raw, direct=direct, media=media)
         except GmailError as exc:
             return exc.code, exc.body()
+
+
+def upload_parts(request_type: str, upload_type: str, body: bytes) -> tuple[bytes, bytes]:
+    """(metadata JSON, media) of an upload request (guides/uploads: `uploadType=media` is
+    the media alone, `multipart` a multipart/related body of the metadata then the media).
+    Resumable uploads are not emulated (mailtriage does not use them)."""
+    ctype, _, params = request_type.partition(";")
+    ctype = ctype.strip().lower()
+    if upload_type == "media":
+        if not ctype.startswith("message/"):
+            raise GmailError(
+                400,
+                f"Media type '{request_type}' is not supported. Valid media types: [message/*]",
+                "badContent",
+            )
+        return b"", body
+    if upload_type != "multipart" or ctype != "multipart/related":
+        raise GmailError(400, f"Invalid upload type {upload_type!r}", "badRequest")
+    boundary = ""
+    for param in params.split(";"):
+        name, _, value = param.strip().partition("=")
+        if name.lower() == "boundary":
+            boundary = value.strip('"')
+    delimiter = b"--" + boundary.encode()
+    parts = [p for p in body.split(delimiter)[1:] if not p.startswith(b"--")]
+    if not boundary or len(parts) != 2:
+        raise GmailError(400, "Invalid multipart request", "badRequest")
+    split = []
+    for part in parts:  # each part sits between CRLF "--boundary" lines (RFC 2046 5.1.1)
+        part = part.removeprefix(b"\r\n").removesuffix(b"\r\n")
+        head, _, content = part.partition(b"\r\n\r\n")
+        split.append((head.lower(), content))
+    (_, meta), (media_head, media) = split
+    if b"message/" not in media_head:
+        raise GmailError(
+            400, "Media type is not supported. Valid media types: [message/*]", "badContent"
+        )
+    return meta, media
 
 
 def _json_response(status: int, body: dict[str, Any] | None) -> Response:
@@ -250,6 +325,7 @@ _REASONS = {
     403: "Forbidden",
     404: "Not Found",
     409: "Conflict",
+    413: "Request Entity Too Large",
     429: "Too Many Requests",
     503: "Service Unavailable",
     504: "Gateway Timeout",
@@ -282,6 +358,16 @@ def _parse_batch(content_type: str, raw: bytes) -> list[tuple[str, str, str, str
     return out
 
 
+def lost_answer(lost: LostAnswer) -> Response:
+    """Emulator fault, not a documented Gmail behaviour: the call was done and its answer is
+    lost (connection dropped) or replaced by a gateway's 503/504."""
+    if lost.mode in ("drop", "truncate"):
+        return DroppedResponse(truncate=lost.mode == "truncate")  # type: ignore[return-value]
+    code = int(lost.mode)
+    err = GmailError(code, "The service is currently unavailable.", "backendError")
+    return _json_response(code, err.body())
+
+
 def build_app(
     state: GmailState,
     service_account: ServiceAccountKey,
@@ -301,13 +387,40 @@ def build_app(
                 request.method, target, request.headers.get("authorization"), raw
             )
         except LostAnswer as lost:
-            # Emulator fault, not a documented Gmail behaviour: the call was done and its
-            # answer is lost (connection dropped) or replaced by a gateway's 503/504.
-            if lost.mode in ("drop", "truncate"):
-                return DroppedResponse(truncate=lost.mode == "truncate")  # type: ignore[return-value]
-            code = int(lost.mode)
-            err = GmailError(code, "The service is currently unavailable.", "backendError")
-            return _json_response(code, err.body())
+            return lost_answer(lost)
+        return _json_response(status, body)
+
+    async def upload(request: Request) -> Response:
+        """The media upload URI of messages.send (`/upload` + the method's path)."""
+        path = request.url.path.removeprefix("/upload")
+        target = path + ("?" + request.url.query if request.url.query else "")
+        raw = await request.body()
+        upload_type = request.query_params.get("uploadType", "")
+        try:
+            if len(raw) > UPLOAD_MAX_BYTES:
+                raise too_large(UPLOAD_MAX_BYTES)
+            meta, media = upload_parts(request.headers.get("content-type", ""), upload_type, raw)
+            if len(media) > UPLOAD_MAX_BYTES:
+                raise too_large(UPLOAD_MAX_BYTES)
+            if not path.endswith("/messages/send"):
+                raise GmailError(404, "Not Found", "notFound")
+        except GmailError as exc:
+            return _json_response(exc.code, exc.body())
+
+        def sent() -> None:
+            with state.lock:
+                user = unquote(path.split("/")[4])
+                state.upload_log.append((user.lower(), upload_type, len(media)))
+
+        try:
+            status, body = api.respond(
+                "POST", target, request.headers.get("authorization"), meta, media=media
+            )
+        except LostAnswer as lost:  # sent, and its answer lost
+            sent()
+            return lost_answer(lost)
+        if status < 300:
+            sent()
         return _json_response(status, body)
 
     async def batch(request: Request) -> Response:
@@ -390,6 +503,7 @@ def build_app(
             Route("/oauth2/v1/certs", certs, methods=["GET"]),
             Route("/healthz", health, methods=["GET"]),
             Route("/gmail/v1/{rest:path}", gmail, methods=methods),
+            Route("/upload/gmail/v1/{rest:path}", upload, methods=["POST"]),
         ]
     )
 

@@ -255,6 +255,11 @@ class GmailEmulator(Running):
         """Messages sent to addresses not hosted by the emulator."""
         return [o for o in self.state.outbound if recipient is None or recipient in o[1]]
 
+    def uploads(self, user: str | None = None) -> list[tuple[str, str, int]]:
+        """messages.send media uploads done: (user, uploadType, message bytes)."""
+        with self.state.lock:
+            return [u for u in self.state.upload_log if user is None or u[0] == user.lower()]
+
     def calls(self, api: str | None = None, user: str | None = None) -> int:
         return sum(
             1

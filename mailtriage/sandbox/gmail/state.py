@@ -371,6 +371,7 @@ class GmailState:
         self.granted_scopes: set[str] = {GMAIL_MODIFY, FULL_SCOPE}
         self.outbound: list[tuple[str, list[str], bytes]] = []
         self.request_log: list[tuple[str, str, str, int]] = []  # method, api, user, status
+        self.upload_log: list[tuple[str, str, int]] = []  # user, uploadType, media bytes
         self.injected: deque[tuple[str | None, str | None, str]] = deque()
         self.storm_rate = 0.0
         self._storm_rng = random.Random(0)

@@ -265,6 +265,17 @@ class GraphEmulator(Running):
             self.state.move(mb, msg, self.ensure_folder(address, path))
             return copy.deepcopy(msg)
 
+    def delete_folder(self, address: str, path: str) -> None:
+        """Staff delete folder `path` (empty, with no subfolders) in Outlook: its id is gone."""
+        with self.state.lock:
+            mb = self.mailbox(address)
+            folder = self.ensure_folder(address, path)
+            if any(f.parent_id == folder.id for f in mb.folders.values()) or any(
+                m.folder_id == folder.id for m in mb.messages.values()
+            ):
+                raise ValueError(f"folder {path!r} is not empty")
+            del mb.folders[folder.id]
+
     # -- fault injection ---------------------------------------------------------------
 
     def inject(
