@@ -476,6 +476,8 @@ class RuntimeSettings(_Model):
     client_state_env: str | None = None
     # A message larger than this is not downloaded whole: routed by headers and subject.
     max_message_mb: float = Field(25, ge=1, le=150)
+    # Mailboxes synced at once by one process; the others wait their turn.
+    max_concurrent_syncs: int = Field(16, ge=1, le=1024)
 
     @field_validator("public_url")
     @classmethod

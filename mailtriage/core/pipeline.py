@@ -148,6 +148,7 @@ class Pipeline:
         self.on_result = on_result
         self.on_correction = on_correction
         self._limit = asyncio.Semaphore(classification_bound(settings))
+        self._syncs = asyncio.Semaphore(settings.runtime.max_concurrent_syncs)
         # With the mailbox lease held (exclusive), a pending row at sync time cannot be in
         # flight anywhere else: it was interrupted and is resumed at once.
         self.stale_after_s = 0.0 if exclusive else 600.0
@@ -155,7 +156,18 @@ class Pipeline:
     # -- intake ------------------------------------------------------------------------
 
     async def sync_mailbox(self, mailbox: Mailbox) -> SyncReport:
-        """Catch up one mailbox from its stored cursor, then retry what is due."""
+        """Catch up one mailbox from its stored cursor, then retry what is due.
+
+        At most `runtime.max_concurrent_syncs` mailboxes at once: their pages' messages are
+        processed concurrently already, and with every mailbox of a large process in
+        flight at once, nothing finishes sooner while the live objects (pages, messages,
+        requests) grow with the mailbox count, and so does the garbage collector's work per
+        message.
+        """
+        async with self._syncs:
+            return await self._sync_mailbox(mailbox)
+
+    async def _sync_mailbox(self, mailbox: Mailbox) -> SyncReport:
         report = SyncReport(mailbox=mailbox.address)
         cursor = await self.ledger.run(self.ledger.get_cursor, mailbox.address)
         while True:
