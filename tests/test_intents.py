@@ -60,11 +60,33 @@ async def test_results_are_journaled_as_they_happen(ledger: Ledger) -> None:
         await pipeline(ledger).sync_mailbox(box)
     (row,) = ledger.recent()
     states = [state for state, _, _ in row.actions]
-    # forward, label RH, move: the forward was recorded before the crash, the rest started
+    # forward, label RH, move: all started with the decision; the forward's result was
+    # recorded before the crash; the label's is held back to the row's end (setting a
+    # label again is harmless), and the move never ran.
     assert states == [ActionState.APPLIED, ActionState.STARTED, ActionState.STARTED]
     key = forward_key(BOX, row.provider_id, "rh")
     assert row.intents[0].key == key and row.intents[0].tries == 1
     assert [i.kind for i in ledger.open_intents(BOX)] == ["label", "move"]
+
+
+async def test_held_back_results_are_written_with_the_end_or_the_failure(
+    ledger: Ledger,
+) -> None:
+    box = MemoryMailbox(BOX)
+    box.deliver(make_message("[rh] Candidature"))
+    box.deliver(make_message("[rh] Autre candidature"))
+    box.fail_kinds = {"move": "folder refused"}
+    first = await pipeline(ledger).sync_mailbox(box)
+    assert {r.status for r in first.results} == {Outcome.FAILED}
+    for row in ledger.recent():
+        states = [state for state, _, _ in row.actions]  # forward, label (held back), move
+        assert states == [ActionState.APPLIED, ActionState.APPLIED, ActionState.FAILED]
+    box.fail_kinds = {}
+    await pipeline(ledger).sync_mailbox(box)
+    for row in ledger.recent():
+        assert row.status == Status.DONE
+        assert {state for state, _, _ in row.actions} == {ActionState.APPLIED}
+    assert len(box.sent) == 2
 
 
 async def test_lost_answer_is_checked_before_the_retry(ledger: Ledger) -> None:

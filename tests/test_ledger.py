@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -12,7 +13,7 @@ from sqlalchemy import create_engine, text
 from mailtriage.core.actions import ActionPlan, Forward, Label
 from mailtriage.core.decision import Decision
 from mailtriage.core.errors import LedgerError
-from mailtriage.core.ledger import SCHEMA_VERSION, Ledger, Status, migrate
+from mailtriage.core.ledger import SCHEMA_VERSION, Ledger, Status, migrate, utcnow
 from mailtriage.core.memory import MemoryMailbox
 from mailtriage.core.pipeline import Outcome, Pipeline, RetryPolicy
 from tests.helpers import ScriptedClassifier, by_subject, example_settings, make_message
@@ -177,10 +178,56 @@ def test_schema_1_database_gains_intents(url: str) -> None:
     with engine.begin() as conn:  # back to schema 1: no intent columns
         for column in ("intent_key", "started_at", "tries", "evidence"):
             conn.execute(text(f"ALTER TABLE actions DROP COLUMN {column}"))
-        conn.execute(text("DELETE FROM schema_version WHERE version = 2"))
+        conn.execute(text("DROP TABLE processes"))  # schema 3
+        conn.execute(text("DELETE FROM schema_version WHERE version >= 2"))
     engine.dispose()
     migrated = Ledger(url)
+    assert migrated.heartbeat("a", timedelta(seconds=30)) == ["a"]  # schema 3: the registry
     (rec,) = migrated.recent()
     assert rec.intents[0].tries == 0 and rec.intents[0].key == ""
     begun = migrated.begin_actions(rec.id, [0], "a")
     assert begun is not None and begun[0].key.startswith("mtf-")
+
+
+def test_decide_records_the_plan_and_its_intents_in_one_step(url: str) -> None:
+    ledger = Ledger(url)
+    m = make_message("[rh] CV", mailbox=BOX)
+    row = ledger.claim(m, "worker-a")
+    assert row is not None
+    again = dataclasses.replace(m, provider_id="copy-of-it")  # same Message-ID
+    assert ledger.claim(again, "worker-b") is None  # known: no second row
+    plan = ActionPlan("rh", (Label("RH"), Forward(("rh@x.fr",), "n", "c@y.fr")))
+    decision = Decision("rh", 0.9, "r", "llm")
+    rec, intents = ledger.decide(row.id, decision, plan, routed_to_review=False, owner="worker-a")
+    assert intents is not None and [i.earlier for i in intents] == [False, False]
+    assert intents[1].key.startswith("mtf-") and rec.category == "rh"
+    assert [state for state, _, _ in rec.actions] == ["started", "started"]
+    # another worker's row: the decision is stored, nothing may be attempted
+    _, theirs = ledger.decide(row.id, decision, plan, routed_to_review=False, owner="worker-b")
+    assert theirs is None
+    labels_only = ActionPlan("rh", (Label("RH"),))
+    rec, none = ledger.decide(
+        row.id, decision, labels_only, routed_to_review=False, owner="worker-a"
+    )
+    assert none == [] and [state for state, _, _ in rec.actions] == ["planned"]
+    done = ledger.finish(row.id, [0])
+    assert done.status == Status.DONE and [s for s, _, _ in done.actions] == ["applied"]
+
+
+def test_process_registry_and_free_mailboxes(url: str) -> None:
+    ledger = Ledger(url)
+    ttl = timedelta(minutes=5)
+    assert ledger.heartbeat("host-a:1:a", ttl) == ["host-a:1:a"]
+    assert ledger.heartbeat("host-b:1:b", ttl) == ["host-a:1:a", "host-b:1:b"]  # by start
+    assert ledger.acquire_lease("m1", "host-a:1:a", ttl)
+    assert ledger.acquire_lease("m2", "host-gone:1:c", ttl)  # never registered
+    assert ledger.acquire_lease("m3", "host-b:1:b", timedelta(seconds=-1))  # expired
+    assert ledger.free_mailboxes(["m1", "m2", "m3", "m4"]) == ["m3", "m4"]
+    # m2's holder is not alive: free when its lease runs out, not before
+    at = ledger.orphans_free_at(["m1", "m2", "m3"], ["host-a:1:a", "host-b:1:b"])
+    assert at is not None and at > utcnow() + timedelta(minutes=4)
+    assert ledger.lease_counts() == {"host-a:1:a": 1, "host-gone:1:c": 1}
+    ledger.leave("host-b:1:b")
+    assert ledger.heartbeat("host-a:1:a", ttl) == ["host-a:1:a"]
+    ledger.heartbeat("host-c:1:c", timedelta(seconds=-1))  # its heartbeat has run out
+    assert ledger.heartbeat("host-a:1:a", ttl) == ["host-a:1:a"]

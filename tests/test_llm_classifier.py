@@ -7,6 +7,7 @@ or ClassifierError (message left for retry). Nothing else may escape.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import time
 from pathlib import Path
@@ -637,6 +638,31 @@ async def test_a_local_server_reporting_slots_sets_the_concurrency() -> None:
         assert classifier.concurrency == 2
         assert server.max_in_flight == 2
         assert [r.path for r in server.requests].count("/props") == 1
+
+
+async def test_the_pipeline_lets_a_server_with_more_slots_use_them(tmp_path: Path) -> None:
+    """8 slots reported, `max_concurrency` left at its local default (4): the pipeline
+    classifying 16 new messages keeps 8 requests in flight, not 4."""
+    from mailtriage.core.ledger import Ledger
+    from mailtriage.core.memory import MemoryMailbox
+    from mailtriage.core.pipeline import Pipeline
+
+    with SandboxLLM(slots=8) as server:
+        server.faults.set_latency(0.2)
+        settings = make_settings(server.base_url)
+        assert settings.llm.concurrency_is_default and settings.llm.max_concurrency == 4
+        settings = settings.model_copy(update={"dry_run": True})
+        classifier = LLMClassifier(settings)
+        box = MemoryMailbox(CONTACT)
+        for i in range(16):
+            message = invoice(text=f"Facture F-{i} à régler sous 30 jours.")
+            box.deliver(dataclasses.replace(message, provider_id=f"m-{i}"))
+        ledger = Ledger(f"sqlite:///{tmp_path / 'state.sqlite'}")
+        pipeline = Pipeline(settings, ledger, classifier)
+        report = await pipeline.sync_mailbox(box)
+        await classifier.aclose()
+    assert classifier.concurrency == 8 and server.max_in_flight == 8
+    assert report.count("dry_run") == 16
 
 
 async def test_an_explicit_max_concurrency_wins_over_the_slots() -> None:

@@ -171,3 +171,26 @@ async def test_staff_move_is_recorded_as_correction(ledger: Ledger) -> None:
     report = await pipe.sync_mailbox(box)
     assert report.corrections == 1
     assert ledger.correction_count() == 1
+
+
+async def test_at_most_max_concurrent_syncs_mailboxes_at_once(ledger: Ledger) -> None:
+    """Eight mailboxes synced together, two at a time; every message still done."""
+    import asyncio
+
+    live, peak = [0], [0]
+
+    class Watched(MemoryMailbox):
+        async def changes(self, cursor):  # type: ignore[no-untyped-def]
+            live[0] += 1
+            peak[0] = max(peak[0], live[0])
+            await asyncio.sleep(0.02)
+            live[0] -= 1
+            return await super().changes(cursor)
+
+    boxes = [Watched(f"box{i}@atelier-dupont.fr") for i in range(8)]
+    for box in boxes:
+        box.deliver(make_message("[rh] Candidature", mailbox=box.address))
+    pipeline = make_pipeline(ledger, runtime={"max_concurrent_syncs": 2})
+    reports = await asyncio.gather(*(pipeline.sync_mailbox(b) for b in boxes))
+    assert peak[0] == 2
+    assert [r.count(Outcome.DONE) for r in reports] == [1] * 8

@@ -88,7 +88,7 @@ def test_scheduler_has_one_job_per_mailbox(tmp_path, interval: float) -> None:
     svc = service(f"sqlite:///{tmp_path / 's.sqlite'}", MemoryMailbox(BOX), owner="a")
     svc.interval_s = interval
     jobs = svc.scheduler().get_jobs()
-    assert [j.id for j in jobs] == [f"sync:{BOX}"]
+    assert [j.id for j in jobs] == [f"sync:{BOX}", "fleet"]  # and the fleet heartbeat
     assert jobs[0].max_instances == 1
 
 

@@ -33,9 +33,10 @@ def build_pushes(
     """The push channels that apply (none for a provider without push settings)."""
     pushes: list[PushChannel] = []
     if any(m.provider == "graph" for m in mailboxes):
-        from mailtriage.connectors.graph import build_graph_push
+        from mailtriage.connectors.graph import GraphMailbox, build_graph_push
 
-        graph = build_graph_push(settings, store)
+        client = next((m.client for m in mailboxes if isinstance(m, GraphMailbox)), None)
+        graph = build_graph_push(settings, store, client=client)
         if graph is not None:
             pushes.append(graph)
     gmail_boxes = [m for m in mailboxes if m.provider == "gmail"]

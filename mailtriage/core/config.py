@@ -285,6 +285,8 @@ class GraphSettings(_Model):
     anonymous: bool = False
     # Requests in flight per mailbox (Outlook allows 4 concurrent requests).
     max_concurrency: int = Field(4, ge=1, le=4)
+    # Requests in flight for the whole process, and HTTP connections kept open for them.
+    max_in_flight: int = Field(32, ge=1, le=512)
     timeout_s: float = Field(30.0, gt=0, le=300)
     # Delta page size (Prefer: odata.maxpagesize).
     page_size: int = Field(50, ge=1, le=1000)
@@ -348,6 +350,8 @@ class GmailSettings(_Model):
     # 250 units/s is that minute's budget spread evenly.
     quota_units_per_s: Annotated[float, Field(ge=10, le=250)] = 250
     max_retries: Annotated[int, Field(ge=0, le=20)] = 8
+    # Requests in flight for the whole process (worker threads, HTTP connections).
+    max_in_flight: Annotated[int, Field(ge=1, le=256)] = 32
     retry_base_delay_s: Annotated[float, Field(ge=0, le=60)] = 1.0
     retry_max_delay_s: Annotated[float, Field(ge=0, le=600)] = 32.0
     # Calls per HTTP batch; Google advises at most 50.
@@ -472,6 +476,8 @@ class RuntimeSettings(_Model):
     client_state_env: str | None = None
     # A message larger than this is not downloaded whole: routed by headers and subject.
     max_message_mb: float = Field(25, ge=1, le=150)
+    # Mailboxes synced at once by one process; the others wait their turn.
+    max_concurrent_syncs: int = Field(16, ge=1, le=1024)
 
     @field_validator("public_url")
     @classmethod

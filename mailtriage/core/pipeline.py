@@ -57,6 +57,21 @@ class RetryPolicy:
 
 
 DEFAULT_RETRY = RetryPolicy()
+# The most classifications in flight when the model server decides (`llm.max_concurrency`'s
+# own upper bound).
+MAX_CLASSIFICATIONS = 64
+
+
+def classification_bound(settings: Settings) -> int:
+    """Classifications the pipeline lets run at once: `llm.max_concurrency`, or, when that is
+    left at its default for a local server, as many as the server may report slots for:
+    the LLM classifier bounds its requests itself, and a second, lower bound here would
+    cap a server with more parallel slots at the default."""
+    llm = settings.llm
+    if llm.is_local and llm.concurrency_is_default:
+        return MAX_CLASSIFICATIONS
+    return llm.max_concurrency
+
 
 # Called after a correction is recorded: (mailbox, the staff move, the new category key).
 # `mailtriage.core.learn.Learner.on_correction` adds the message as an example; the
@@ -132,7 +147,8 @@ class Pipeline:
         self.retry = retry
         self.on_result = on_result
         self.on_correction = on_correction
-        self._limit = asyncio.Semaphore(settings.llm.max_concurrency)
+        self._limit = asyncio.Semaphore(classification_bound(settings))
+        self._syncs = asyncio.Semaphore(settings.runtime.max_concurrent_syncs)
         # With the mailbox lease held (exclusive), a pending row at sync time cannot be in
         # flight anywhere else: it was interrupted and is resumed at once.
         self.stale_after_s = 0.0 if exclusive else 600.0
@@ -140,7 +156,18 @@ class Pipeline:
     # -- intake ------------------------------------------------------------------------
 
     async def sync_mailbox(self, mailbox: Mailbox) -> SyncReport:
-        """Catch up one mailbox from its stored cursor, then retry what is due."""
+        """Catch up one mailbox from its stored cursor, then retry what is due.
+
+        At most `runtime.max_concurrent_syncs` mailboxes at once: their pages' messages are
+        processed concurrently already, and with every mailbox of a large process in
+        flight at once, nothing finishes sooner while the live objects (pages, messages,
+        requests) grow with the mailbox count, and so does the garbage collector's work per
+        message.
+        """
+        async with self._syncs:
+            return await self._sync_mailbox(mailbox)
+
+    async def _sync_mailbox(self, mailbox: Mailbox) -> SyncReport:
         report = SyncReport(mailbox=mailbox.address)
         cursor = await self.ledger.run(self.ledger.get_cursor, mailbox.address)
         while True:
@@ -165,11 +192,9 @@ class Pipeline:
     async def process(self, mailbox: Mailbox, message: Message) -> Result:
         """Handle one new message exactly once."""
         db = self.ledger
-        if await db.run(db.find, message.mailbox, message.provider_id, message.internet_message_id):
-            return self._emit(message, Outcome.DUPLICATE, detail="already in the ledger")
         row = await db.run(db.claim, message, self.owner)
         if row is None:
-            return self._emit(message, Outcome.DUPLICATE, detail="claimed by another worker")
+            return self._emit(message, Outcome.DUPLICATE, detail="already in the ledger")
         skip = rules.skip_reason(message, self.settings)
         if skip is None and message.processed_marker:
             skip = Skip("already processed (marker on the message)")
@@ -220,8 +245,10 @@ class Pipeline:
     ) -> Result:
         plan = planner.plan(decision, message, self.settings)
         review = plan.category != decision.category
-        row = await self.ledger.run(
-            lambda: self.ledger.record_decision(row.id, decision, plan, routed_to_review=review)
+        row, intents = await self.ledger.run(
+            lambda: self.ledger.decide(
+                row.id, decision, plan, routed_to_review=review, owner=self.owner
+            )
         )
         log.info(
             "classified",
@@ -235,18 +262,26 @@ class Pipeline:
             return self._emit(
                 message, Outcome.DRY_RUN, row=row, decision=decision, actions=plan.describe()
             )
-        return await self._apply(mailbox, message, row, decision)
+        if intents is None:
+            return self._emit(message, Outcome.DUPLICATE, detail="taken by another worker")
+        return await self._apply(mailbox, message, row, decision, intents)
 
     async def _apply(
-        self, mailbox: Mailbox, message: Message, row: Record, decision: Decision
+        self,
+        mailbox: Mailbox,
+        message: Message,
+        row: Record,
+        decision: Decision,
+        begun: list[Intent] | None = None,
     ) -> Result:
         """Apply the row's not-yet-applied actions, then leave the processed marker.
 
         Intent before effect: forwards and moves are marked started in the ledger before
-        the connector attempts them, and each result is journaled as soon as it is known.
-        The connector may leave the marker with one of the plan's own writes (one request
-        fewer); the ledger row, not the marker, says what is still to do, so a message
-        marked before a crash is still resumed from its row (`retry_due`).
+        the connector attempts them (`begun`: already, with the decision), and each result
+        is journaled as soon as it is known. The connector may leave the marker with one of
+        the plan's own writes (one request fewer); the ledger row, not the marker, says what
+        is still to do, so a message marked before a crash is still resumed from its row
+        (`retry_due`).
         """
         pending = [
             (seq, action)
@@ -259,18 +294,19 @@ class Pipeline:
             actions=tuple(a for _, a in pending),
             marker=planner.marker(decision),
         )
-        intents: list[Intent] = []
-        if any(needs_intent(a) for a in plan.actions):
-            begun = await self.ledger.run(self.ledger.begin_actions, row.id, seqs, self.owner)
-            if begun is None:
+        intents: list[Intent] = begun or []
+        if begun is None and any(needs_intent(a) for a in plan.actions):
+            started = await self.ledger.run(self.ledger.begin_actions, row.id, seqs, self.owner)
+            if started is None:
                 return self._emit(message, Outcome.DUPLICATE, detail="taken by another worker")
-            intents = begun
+            intents = started
         journal = LedgerJournal(self.ledger, row.id, seqs, intents)
         try:
             results: Sequence[ActionResult] = (
                 await mailbox.apply(message, plan, journal) if pending else []
             )
         except ConnectorError as exc:
+            await journal.flush()
             return await self._fail(message, row, f"{type(exc).__name__}: {exc}")
         error = ""
         for index, res in enumerate(results[: len(pending)]):
@@ -283,13 +319,14 @@ class Pipeline:
         if not error and len(results) < len(pending):
             error = "connector applied fewer actions than planned"
         if error:
+            await journal.flush()
             return await self._fail(message, row, error)
         try:
             await mailbox.mark_processed(message, decision)
         except ConnectorError as exc:
+            await journal.flush()
             return await self._fail(message, row, f"processed marker: {exc}")
-        await self.ledger.run(self.ledger.finish, row.id)
-        row = await self.ledger.run(self.ledger.record, row.id)
+        row = await self.ledger.run(self.ledger.finish, row.id, journal.held)
         return self._emit(
             message, Outcome.DONE, row=row, decision=decision, actions=row.describe_actions()
         )

@@ -79,8 +79,9 @@ class Journal(Protocol):
     `intent(i)` says what the ledger recorded before the attempt (an earlier attempt may
     have done action i: look for its evidence first). `note(i, evidence)` records a handle
     before the effect that cannot be undone (the draft about to be sent). `record(i, r)`
-    records each action's result the moment it is known, so a crash right after an action
-    never repeats it.
+    records each action's result once it is known, so a crash right after a forward or a
+    move never repeats it (the ledger may hold back a label's result: setting it twice is
+    harmless, see `core.journal`).
     """
 
     def intent(self, index: int) -> Intent: ...

@@ -2,18 +2,21 @@
 
 One process hosts the scheduler, the webhook receiver (Starlette under uvicorn) and the
 health and metrics endpoints. Several processes may share one state database: each mailbox
-is worked on only by the holder of its lease, so they divide the mailboxes between them
-instead of both working on each one.
+is worked on only by the holder of its lease, and each process holds at most its fair
+share of the mailboxes (`core.fleet`), so they divide the work between them.
 
 What the scheduler runs, push or no push:
 
-- `sync:<mailbox>`: a sync every `runtime.sync_interval_s` (plus up to 10 % jitter, so
-  mailboxes and processes spread out);
+- `sync:<mailbox>`: a sync of a mailbox this process holds every `runtime.sync_interval_s`
+  (plus up to 10 % jitter, so mailboxes and processes spread out);
 - `retry:<mailbox>`: a one-shot sync when the earliest failed message becomes due, so a retry
   never waits for the next interval or for new mail;
 - `lease:<mailbox>`: a one-shot attempt when another holder's lease runs out, so a process
   restarted after kill -9 takes over from its previous incarnation as soon as that lease
   lapses (at most `lease_ttl` after the kill);
+- `fleet`: the heartbeat, four times per lease TTL (and at start): give up mailboxes above
+  the fair share, take free ones up to it; `orphans`: a one-shot heartbeat when the first
+  lease of a process that stopped counting runs out;
 - `renew`: subscription and watch renewal every 30 minutes.
 
 Every sync goes through the `SyncCoordinator`, so a push, the interval and a retry arriving
@@ -53,6 +56,7 @@ from mailtriage.core.errors import (
     MailboxBusyError,
     MailtriageError,
 )
+from mailtriage.core.fleet import Fleet
 from mailtriage.core.ledger import Ledger, utcnow
 from mailtriage.core.owners import process_owner
 from mailtriage.core.pipeline import (
@@ -188,6 +192,8 @@ class Service:
         self.health = {a: MailboxHealth() for a in self.mailboxes}
         self.interval_s = settings.runtime.sync_interval_s
         self.lease_ttl = lease_ttl_for(self.interval_s)
+        self.fleet = Fleet(ledger, self.owner, list(self.mailboxes), self.lease_ttl)
+        self._taking: set[str] = set()  # lease attempts under way (counted in the share)
         self.shutdown_grace_s = shutdown_grace_s
         self.reports: list[SyncReport] = []
         self.port: int | None = None
@@ -203,7 +209,16 @@ class Service:
         process holds the lease, the moment that lease runs out is.
         """
         health = self.health[address]
-        got = await self.ledger.run(self.ledger.acquire_lease, address, self.owner, self.lease_ttl)
+        if not health.held:
+            if self.held_count + len(self._taking) >= self.fleet.share:
+                return None  # a full share: the mailbox is another process's to take
+            self._taking.add(address)
+        try:
+            got = await self.ledger.run(
+                self.ledger.acquire_lease, address, self.owner, self.lease_ttl
+            )
+        finally:
+            self._taking.discard(address)
         if not got:
             if health.held:
                 log.info("lease lost", mailbox=address)
@@ -232,6 +247,35 @@ class Service:
             log.info("synced", mailbox=address, processed=report.processed, pages=report.pages)
         return report
 
+    @property
+    def held_count(self) -> int:
+        return sum(1 for h in self.health.values() if h.held)
+
+    async def rebalance(self) -> None:
+        """Heartbeat; above the limit, give up mailboxes down to the fair share; below the
+        share, take free ones up to it."""
+        try:
+            await self.fleet.beat()
+            held = [a for a, h in self.health.items() if h.held]
+            for address in self.fleet.excess(held, self.coordinator.busy):
+                await self.ledger.run(self.ledger.release_lease, address, self.owner)
+                self.health[address].held = False
+                log.info("lease given up", mailbox=address, share=self.fleet.share)
+            room = self.fleet.share - self.held_count - len(self._taking)
+            for address in await self.fleet.free(room):
+                self.coordinator.trigger_nowait(address)
+            orphans_at = await self.fleet.orphans_free_at()
+        except MailtriageError as exc:
+            log.warning("fleet heartbeat failed", error=str(exc))
+            return
+        if orphans_at is not None:
+            self._at("orphans", orphans_at + timedelta(seconds=LEASE_MARGIN_S), self.rebalance)
+
+    async def _interval(self, address: str) -> None:
+        """The interval sync of a mailbox this process holds (`rebalance` takes new ones)."""
+        if self.health[address].held:
+            self.coordinator.trigger_nowait(address)
+
     async def _schedule_retry(self, address: str) -> None:
         """A one-shot sync when the mailbox's earliest failed message becomes due.
 
@@ -259,12 +303,16 @@ class Service:
 
     def _once(self, job_id: str, when: datetime, address: str) -> None:
         """Trigger a sync of `address` at `when` (replacing an earlier job of that id)."""
+        self._at(job_id, when, self.coordinator.trigger, address)
+
+    def _at(self, job_id: str, when: datetime, func: Any, *args: Any) -> None:
+        """Run `func(*args)` once at `when` (replacing an earlier job of that id)."""
         if self._sched is None or not self._sched.running:
             return
         self._sched.add_job(
-            self.coordinator.trigger,
+            func,
             DateTrigger(run_date=when),
-            args=[address],
+            args=list(args),
             id=job_id,
             replace_existing=True,
             misfire_grace_time=None,
@@ -316,7 +364,8 @@ class Service:
                 "error": self.health[address].last_error or None,
             }
         ready = db_ok and all(b["recent"] for b in boxes.values())
-        return {"ready": ready, "database": db_ok, "mailboxes": boxes}
+        fleet = self.fleet.describe(self.held_count)
+        return {"ready": ready, "database": db_ok, "fleet": fleet, "mailboxes": boxes}
 
     async def _readyz(self, _request: Request) -> Response:
         body = await self.readiness()
@@ -339,7 +388,7 @@ class Service:
         jitter = max(1, int(self.interval_s * 0.1))
         for address in self.mailboxes:
             sched.add_job(
-                self.coordinator.trigger,
+                self._interval,
                 IntervalTrigger(seconds=self.interval_s, jitter=jitter),
                 args=[address],
                 id=f"sync:{address}",
@@ -347,6 +396,14 @@ class Service:
                 coalesce=True,
                 misfire_grace_time=None,
             )
+        sched.add_job(
+            self.rebalance,
+            IntervalTrigger(seconds=self.fleet.period_s),
+            id="fleet",
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+        )
         if self.pushes:
             sched.add_job(
                 self.renew,
@@ -358,8 +415,10 @@ class Service:
         return sched
 
     async def start(self) -> None:
-        """Start the schedule and intake: push installation and a first sync of every
-        mailbox. `serve` calls it once the webhook is up; tests may call it alone."""
+        """Start the schedule and intake: push installation, the first heartbeat and a first
+        sync of every mailbox of this process's share. `serve` calls it once the webhook is
+        up; tests may call it alone."""
+        self.fleet = Fleet(self.ledger, self.owner, list(self.mailboxes), self.lease_ttl)
         self._sched = self.scheduler()
         self._sched.start()
         await self._start_intake()
@@ -401,9 +460,14 @@ class Service:
                 await push.install()
             except MailtriageError as exc:
                 log.error("push install failed", provider=push.provider, error=str(exc))
-        for address in self.mailboxes:
-            self.coordinator.trigger_nowait(address)
-        log.info("started", owner=self.owner, mailboxes=len(self.mailboxes))
+        await self.rebalance()
+        log.info(
+            "started",
+            owner=self.owner,
+            mailboxes=len(self.mailboxes),
+            processes=len(self.fleet.live),
+            share=self.fleet.share,
+        )
 
     def request_stop(self) -> None:
         """Stop intake; `serve` then finishes in-flight work and returns."""
@@ -418,6 +482,10 @@ class Service:
         await self.coordinator.aclose(self.shutdown_grace_s)
         for address in self.mailboxes:
             await self.ledger.run(self.ledger.release_lease, address, self.owner)
+        try:
+            await self.fleet.leave()
+        except MailtriageError as exc:  # its row expires by itself
+            log.warning("fleet leave failed", error=str(exc))
         for mailbox in self.mailboxes.values():
             try:
                 await mailbox.aclose()

@@ -11,10 +11,11 @@ from mailtriage.connectors.gmail.auth import (
     delegation_from_settings,
     service_account_info,
 )
-from mailtriage.connectors.gmail.client import ClientStats, GmailClient, RetryPolicy
+from mailtriage.connectors.gmail.client import ClientStats, GmailClient, RetryPolicy, shared_for
 from mailtriage.connectors.gmail.mailbox import GmailMailbox
 from mailtriage.connectors.gmail.push import GmailPush, GmailWatch, PushVerifier, webhook_routes
 from mailtriage.connectors.gmail.quota import COSTS, QuotaLimiter
+from mailtriage.connectors.gmail.shared import GmailShared
 from mailtriage.core.config import Settings
 from mailtriage.core.ports import StateStore
 
@@ -22,12 +23,17 @@ from mailtriage.core.ports import StateStore
 def build_gmail_mailboxes(
     settings: Settings, store: StateStore, *, delegation: Delegation | None = None
 ) -> list[GmailMailbox]:
-    """One GmailMailbox per `provider = "gmail"` mailbox; the credentials are read once."""
+    """One GmailMailbox per `provider = "gmail"` mailbox; the credentials are read once, and
+    the mailboxes share one service, one pool of threads and connections (`shared`)."""
     wanted = [m for m in settings.mailboxes if m.provider == "gmail"]
     if not wanted:
         return []
     delegation = delegation or delegation_from_settings(settings.gmail)
-    return [GmailMailbox.from_settings(settings, m, store, delegation=delegation) for m in wanted]
+    shared = shared_for(settings.gmail, len(wanted))
+    return [
+        GmailMailbox.from_settings(settings, m, store, delegation=delegation, shared=shared)
+        for m in wanted
+    ]
 
 
 def build_gmail_push(settings: Settings, mailboxes: list[GmailMailbox]) -> GmailPush | None:
@@ -44,6 +50,7 @@ __all__ = [
     "GmailClient",
     "GmailMailbox",
     "GmailPush",
+    "GmailShared",
     "GmailWatch",
     "PushVerifier",
     "QuotaLimiter",
@@ -52,5 +59,6 @@ __all__ = [
     "build_gmail_push",
     "delegation_from_settings",
     "service_account_info",
+    "shared_for",
     "webhook_routes",
 ]

@@ -1,11 +1,11 @@
-"""One mailbox's Gmail client: DWD credentials, the discovery-built service, quota, retries.
+"""One mailbox's Gmail client: DWD credentials, quota, retries, over what mailboxes share.
 
-google-api-python-client is synchronous (httplib2), so every call runs in a worker thread.
-Each mailbox has its own single worker thread rather than `asyncio.to_thread`'s shared
-pool: an `httplib2.Http` is not thread-safe anyway, and with ten mailboxes the shared pool
-(min(32, CPUs + 4) threads, also used by the ledger) could starve. Retries are ours, not
-`num_retries`, so that the limiter is charged for every attempt and the backoff can be
-zeroed in tests.
+google-api-python-client is synchronous (httplib2), so every call runs in a worker thread:
+the process's Gmail pool (`shared.GmailShared`, `gmail.max_in_flight` threads, each with
+its own kept-alive connections), not `asyncio.to_thread`'s pool, which the ledger uses and
+which with many mailboxes could starve. A mailbox sends one request at a time; its quota
+limiter paces it to Google's per-user quota. Retries are ours, not `num_retries`, so that
+the limiter is charged for every attempt and the backoff can be zeroed in tests.
 """
 
 from __future__ import annotations
@@ -14,12 +14,11 @@ import asyncio
 import random
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from googleapiclient.discovery import build
+import httplib2
 from googleapiclient.errors import HttpError
 from googleapiclient.http import BatchHttpRequest, HttpRequest
 
@@ -28,9 +27,11 @@ from mailtriage.connectors.gmail.auth import (
     authorized_http,
     delegation_from_settings,
     service_account_info,
+    transport,
 )
 from mailtriage.connectors.gmail.errors import is_retryable, translate
 from mailtriage.connectors.gmail.quota import COSTS, QuotaLimiter
+from mailtriage.connectors.gmail.shared import GmailShared
 from mailtriage.core.config import GmailSettings
 from mailtriage.core.errors import ThrottledError
 from mailtriage.core.metrics import THROTTLED
@@ -93,6 +94,7 @@ class GmailClient:
         retry: RetryPolicy,
         batch_size: int = 50,
         client_id: str | None = None,
+        shared: GmailShared | None = None,
     ) -> None:
         self.address = address
         self.api_endpoint = api_endpoint if api_endpoint.endswith("/") else api_endpoint + "/"
@@ -103,44 +105,50 @@ class GmailClient:
         self.client_id = client_id
         self.stats = ClientStats()
         self._lock = threading.Lock()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"gmail-{address}")
         self._async_lock = asyncio.Lock()
-        self.service = build(
-            "gmail",
-            "v1",
-            http=http,
-            static_discovery=True,
-            cache_discovery=False,
-            client_options={"api_endpoint": self.api_endpoint},
-        )
+        # Alone (tests, doctor), a mailbox gets a pool of its own: one thread.
+        self.shared = shared or GmailShared(self.api_endpoint, httplib2.Http, max_in_flight=1)
+        self.shared.attach()
+        self._closed = False
 
     @classmethod
     def from_settings(
-        cls, gmail: GmailSettings, address: str, delegation: Delegation | None = None
+        cls,
+        gmail: GmailSettings,
+        address: str,
+        delegation: Delegation | None = None,
+        *,
+        shared: GmailShared | None = None,
     ) -> GmailClient:
         if delegation is None:
             delegation = delegation_from_settings(gmail)
+        shared = shared or shared_for(gmail, 1)
         return cls(
             address,
-            authorized_http(gmail, address, delegation),
+            authorized_http(gmail, address, delegation, http=shared.http),
             api_endpoint=gmail.api_endpoint,
             limiter=QuotaLimiter(gmail.quota_units_per_s),
             retry=RetryPolicy(gmail.max_retries, gmail.retry_base_delay_s, gmail.retry_max_delay_s),
             batch_size=gmail.batch_size,
             client_id=delegation.client_id if delegation else None,
+            shared=shared,
         )
 
     def close(self) -> None:
-        """Close the HTTP connections and the worker thread."""
-        http = getattr(self.http, "http", self.http)
-        close = getattr(http, "close", None)
-        if callable(close):
-            close()
-        self._executor.shutdown(wait=False)
+        """Let go of the shared threads and connections (closed with the last mailbox)."""
+        if not self._closed:
+            self._closed = True
+            self.shared.detach()
 
     @property
     def users(self) -> Any:
-        return self.service.users()
+        return self.shared.users
+
+    def _build(self, make: Build) -> HttpRequest:
+        """A request built from the shared service, sent with this mailbox's credentials."""
+        request = make(self.users)
+        request.http = self.http
+        return request
 
     def _run(self, fn: Callable[[], T]) -> T:
         with self._lock:
@@ -151,7 +159,10 @@ class GmailClient:
         async with self._async_lock:
             await self.limiter.acquire(units)
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._executor, self._run, fn)
+            try:
+                return await loop.run_in_executor(self.shared.executor, self._run, fn)
+            finally:
+                self.limiter.answered()  # Google counted the units by now (quota.py)
 
     async def call(self, api: str, make: Build) -> Any:
         """Execute one request (built by `make(users)`), with quota and retries."""
@@ -214,7 +225,7 @@ class GmailClient:
 
         batch = BatchHttpRequest(callback=collect, batch_uri=self.api_endpoint + "batch/gmail/v1")
         for i, make in enumerate(makes):
-            batch.add(make(self.users), request_id=str(i))
+            batch.add(self._build(make), request_id=str(i))
         self.stats.count(api, len(makes))
         try:
             await self._send(COSTS.get(api, 5) * len(makes), lambda: batch.execute(http=self.http))
@@ -224,9 +235,19 @@ class GmailClient:
         return [out.get(str(i), missing) for i in range(len(makes))]
 
     async def _single(self, api: str, make: Build) -> Any:
-        request = make(self.users)
+        request = self._build(make)
         self.stats.count(api)
         return await self._send(COSTS.get(api, 5), lambda: request.execute(num_retries=0))
+
+
+def shared_for(gmail: GmailSettings, mailboxes: int) -> GmailShared:
+    """The threads and connections for `mailboxes` mailboxes: the process budget, or fewer
+    when there are fewer mailboxes than that (a mailbox sends one request at a time)."""
+    return GmailShared(
+        gmail.api_endpoint,
+        lambda: transport(gmail),
+        max_in_flight=max(1, min(gmail.max_in_flight, mailboxes)),
+    )
 
 
 __all__ = [
@@ -236,4 +257,5 @@ __all__ = [
     "RetryPolicy",
     "on_endpoint",
     "service_account_info",
+    "shared_for",
 ]

@@ -39,6 +39,7 @@ from mailtriage.connectors.gmail.client import GmailClient
 from mailtriage.connectors.gmail.forwards import GmailForwards
 from mailtriage.connectors.gmail.labels import LabelCache
 from mailtriage.connectors.gmail.mime import parse_raw
+from mailtriage.connectors.gmail.shared import GmailShared
 from mailtriage.core.actions import Action, ActionPlan, Forward, Label, MarkRead, Move
 from mailtriage.core.config import MailboxSettings, Settings
 from mailtriage.core.decision import Decision
@@ -192,9 +193,13 @@ class GmailMailbox:
         *,
         client: GmailClient | None = None,
         delegation: Delegation | None = None,
+        shared: GmailShared | None = None,
     ) -> GmailMailbox:
-        """Build from configuration; `client`/`delegation` let tests inject them."""
-        client = client or GmailClient.from_settings(settings.gmail, mailbox.address, delegation)
+        """Build from configuration; `client`/`delegation` let tests inject them, `shared`
+        is what the process's Gmail mailboxes share (threads, connections, the service)."""
+        client = client or GmailClient.from_settings(
+            settings.gmail, mailbox.address, delegation, shared=shared
+        )
         return cls(
             mailbox.address,
             client,

@@ -9,8 +9,15 @@ window, which keeps every minute under 15,000.
 A moving-window limiter rather than a refilling bucket: a bucket of capacity C refilled at
 r units/s lets C + r units through in one second, so to stay under 250 it would have to run
 at 250 - C units/s (and C must be >= 100 for a single `messages.send`). The window gives the
-full budget and never exceeds it; `margin_s` absorbs the network jitter between our clock
+full budget and never exceeds it; `margin_s` absorbs the difference between our clock
 and Google's.
+
+Google counts a request's units at some moment between sending and answering. Counted
+from the send, a request that waited (in the process's queue for a worker thread, in
+transit, in a busy server) would leave this window before it leaves Google's, and the
+next request could overdraw the quota. So the caller, which sends one request at a time,
+moves the units to the moment of the answer (`answered`): the window then never holds
+less than Google's.
 """
 
 from __future__ import annotations
@@ -76,3 +83,11 @@ class QuotaLimiter:
                 wait = self._events[0][0] + self.span - now
                 self.waited_s += max(wait, 0.0)
                 await self._sleep(max(wait, 0.001))
+
+    def answered(self) -> None:
+        """The last units acquired were answered now: count them from now on.
+
+        Only for a caller with one request in flight (the last event is that request's).
+        """
+        if self._events:
+            self._events[-1] = (self._clock(), self._events[-1][1])

@@ -47,10 +47,15 @@ def build_graph_mailboxes(settings: Settings, store: StateStore) -> list[GraphMa
     return out
 
 
-def build_graph_push(settings: Settings, store: StateStore) -> GraphPush | None:
-    """The push channel when a public URL is configured, else None (schedule only)."""
+def build_graph_push(
+    settings: Settings, store: StateStore, *, client: GraphClient | None = None
+) -> GraphPush | None:
+    """The push channel when a public URL is configured, else None (schedule only).
+
+    Pass the mailboxes' `client` so that subscriptions share their budget and connections.
+    """
     if not settings.runtime.public_url or not any(
         m.provider == "graph" for m in settings.mailboxes
     ):
         return None
-    return GraphPush.from_settings(settings, store)
+    return GraphPush.from_settings(settings, store, client=client)

@@ -1,28 +1,18 @@
-"""Building a `GraphServiceClient`: credentials, base URL, retry and the per-mailbox cap.
+"""Building a `GraphServiceClient`: credentials, base URL, and the transport under it.
 
-The SDK's own RetryHandler is switched off and replaced by `GraphTransport`, because:
-- it falls back to a ≥3 s backoff when `Retry-After: 0` is sent and cannot be zeroed in tests;
-- it honours any Retry-After below 180 s without a bound of our choosing;
-- it sits above the transport, so a semaphore placed there would be held while it sleeps.
-`GraphTransport` limits requests in flight per mailbox (Outlook allows 4) and retries
-429/503/504 honouring Retry-After, sleeping *outside* the semaphore. A write that is not
-idempotent (send, createForward, forward, move, a new message or subscription) is retried
-here only on 429, which Graph documents as a refused request ("the requests fail",
-learn.microsoft.com/graph/throttling); after a 503/504 it may have been done, so it goes
-back to the connector, which looks for its evidence before trying again.
+One `GraphClient` serves every Graph mailbox of the process (one token, one connection
+pool): `transport.GraphTransport` paces and caps its requests per mailbox and for the
+whole process, and retries the throttled ones.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import re
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 from kiota_abstractions.authentication import (
@@ -38,137 +28,17 @@ from msgraph.graph_service_client import GraphServiceClient
 from msgraph_core import GraphClientFactory
 
 from mailtriage.connectors.graph.bounded import BoundedTransport
+from mailtriage.connectors.graph.transport import (
+    GraphTransport,
+    MailboxPacer,
+    RetryPolicy,
+    parse_retry_after,
+    pooled_transport,
+)
 from mailtriage.core.config import GraphSettings, read_secret
 from mailtriage.core.errors import ConfigError
-from mailtriage.core.metrics import THROTTLED
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
-RETRY_STATUSES = frozenset({429, 503, 504})
-# Statuses after which a non-idempotent request is known not to have been processed.
-REFUSED_STATUSES = frozenset({429})
-# Transport failures after which a request may have been done (its answer is lost); a
-# request that is safe to repeat is repeated up to LOST_ANSWER_RETRIES times.
-_LOST_ANSWER = (httpx.ReadError, httpx.RemoteProtocolError, httpx.ReadTimeout)
-LOST_ANSWER_RETRIES = 2
-# POSTs that are safe to repeat: a second folder or master category create answers 409.
-_IDEMPOTENT_POSTS = ("/childfolders", "/mailfolders", "/mastercategories")
-_USER = re.compile(r"/users/([^/]+)", re.I)
-
-
-@dataclass
-class RetryPolicy:
-    """How throttled requests are retried; tests set `delay_scale = 0`."""
-
-    max_retries: int = 8
-    base_delay_s: float = 0.5
-    max_backoff_s: float = 30.0
-    # A Retry-After above this is not waited for: the error surfaces as ThrottledError.
-    max_retry_after_s: float = 120.0
-
-    delay_scale = 1.0  # class attribute, shared: 0 in tests
-
-    def delay(self, attempt: int, retry_after: str | None) -> float | None:
-        """Seconds to wait before retry `attempt` (0-based); None means give up."""
-        wait = parse_retry_after(retry_after)
-        if wait is None:
-            wait = min(self.base_delay_s * 2**attempt, self.max_backoff_s)
-        elif wait > self.max_retry_after_s:
-            return None
-        return wait * RetryPolicy.delay_scale
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Retry-After in seconds (delta-seconds or HTTP date), None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
-def mailbox_of(url: httpx.URL | str) -> str:
-    """The mailbox a request targets ('/users/{id}/...'), '' for tenant-level calls."""
-    path = urlsplit(str(url)).path
-    m = _USER.search(path)
-    return unquote(m.group(1)).lower() if m else ""
-
-
-def is_idempotent(request: httpx.Request) -> bool:
-    """Whether repeating `request` after a lost answer is harmless."""
-    if request.method != "POST":
-        return True  # GET, and PATCH/PUT/DELETE, which set state rather than add to it
-    return urlsplit(str(request.url)).path.lower().rstrip("/").endswith(_IDEMPOTENT_POSTS)
-
-
-class GraphTransport(httpx.AsyncBaseTransport):
-    """Caps requests in flight per mailbox and retries throttled ones (Retry-After)."""
-
-    def __init__(
-        self,
-        inner: httpx.AsyncBaseTransport | None = None,
-        *,
-        max_concurrency: int = 4,
-        policy: RetryPolicy | None = None,
-    ) -> None:
-        self._inner = inner or httpx.AsyncHTTPTransport()
-        self._limit = max_concurrency
-        self._sems: dict[str, asyncio.Semaphore] = {}
-        self.policy = policy or RetryPolicy()
-        self.requests = 0
-        self.retries = 0
-        self.in_flight: dict[str, int] = {}
-        self.max_in_flight: dict[str, int] = {}
-
-    def _sem(self, key: str) -> asyncio.Semaphore:
-        sem = self._sems.get(key)
-        if sem is None:
-            sem = self._sems[key] = asyncio.Semaphore(self._limit)
-        return sem
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        key = mailbox_of(request.url)
-        retry_on = RETRY_STATUSES if is_idempotent(request) else REFUSED_STATUSES
-        attempt = 0
-        while True:
-            async with self._sem(key):
-                self.requests += 1
-                n = self.in_flight[key] = self.in_flight.get(key, 0) + 1
-                self.max_in_flight[key] = max(self.max_in_flight.get(key, 0), n)
-                try:
-                    response = await self._inner.handle_async_request(request)
-                except _LOST_ANSWER:
-                    # The answer of a request that is safe to repeat was lost: repeat it.
-                    if not is_idempotent(request) or attempt >= LOST_ANSWER_RETRIES:
-                        raise
-                    attempt += 1
-                    self.retries += 1
-                    continue
-                finally:
-                    self.in_flight[key] -= 1
-            if response.status_code not in retry_on or attempt >= self.policy.max_retries:
-                return response
-            delay = self.policy.delay(attempt, response.headers.get("retry-after"))
-            if delay is None:
-                return response
-            await response.aread()
-            await response.aclose()
-            attempt += 1
-            self.retries += 1
-            THROTTLED.labels("graph", key).inc()
-            if delay:
-                await asyncio.sleep(delay)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
 
 
 class StaticTokenCredential:
@@ -262,6 +132,7 @@ def build_client(
     credential: Any = None,
     inner_transport: httpx.AsyncBaseTransport | None = None,
     policy: RetryPolicy | None = None,
+    pacer: MailboxPacer | None = None,
 ) -> GraphClient:
     """A GraphServiceClient on `settings.base_url` with the SDK's middleware minus its retry.
 
@@ -269,8 +140,14 @@ def build_client(
     """
     base = settings.base_url.rstrip("/")
     # Message reads have their long JSON strings (bodies) cut as they stream: bounded.py.
-    bounded = BoundedTransport(inner_transport or httpx.AsyncHTTPTransport())
-    transport = GraphTransport(bounded, max_concurrency=settings.max_concurrency, policy=policy)
+    bounded = BoundedTransport(inner_transport or pooled_transport(settings.max_in_flight))
+    transport = GraphTransport(
+        bounded,
+        max_concurrency=settings.max_concurrency,
+        max_in_flight=settings.max_in_flight,
+        pacer=pacer or MailboxPacer(),
+        policy=policy,
+    )
     http = GraphClientFactory.create_with_default_middleware(
         client=httpx.AsyncClient(base_url=base, transport=transport, timeout=settings.timeout_s),
         options={RetryHandlerOption.get_key(): RetryHandlerOption(max_retries=0)},
@@ -290,3 +167,15 @@ def build_client(
     return GraphClient(
         GraphServiceClient(request_adapter=adapter), http, transport, base, credential
     )
+
+
+__all__ = [
+    "GraphClient",
+    "GraphTransport",
+    "MailboxPacer",
+    "RetryPolicy",
+    "StaticTokenCredential",
+    "build_client",
+    "build_credential",
+    "parse_retry_after",
+]

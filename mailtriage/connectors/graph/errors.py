@@ -8,7 +8,7 @@ from contextlib import contextmanager
 import httpx
 from kiota_abstractions.api_error import APIError
 
-from mailtriage.connectors.graph.client import parse_retry_after
+from mailtriage.connectors.graph.transport import parse_retry_after
 from mailtriage.core.errors import (
     AccessDeniedError,
     AuthError,
@@ -42,6 +42,38 @@ def error_code(exc: APIError) -> str:
 def error_message(exc: APIError) -> str:
     err = getattr(exc, "error", None)
     return str(getattr(err, "message", "") or exc.message or exc)
+
+
+# httpx's timeout phases, and what running out of each means.
+_TIMEOUT_PHASE = {
+    httpx.ConnectTimeout: ("connect", "no connection"),
+    httpx.ReadTimeout: ("read", "no answer"),
+    httpx.WriteTimeout: ("write", "request not sent"),
+    httpx.PoolTimeout: ("pool", "no free connection"),
+}
+
+
+def describe(exc: BaseException) -> str:
+    """`ReadTimeout: no answer within 30 s (GET /v1.0/users/…/delta)`: the exception's type,
+    then its text, its cause's, or for a timeout (httpx gives none) the limit it hit."""
+    text = str(exc).strip()
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(exc, httpx.TimeoutException) and (not text or text == type(exc).__name__):
+        text = _timeout_text(exc)
+    elif not text and cause is not None and str(cause).strip():
+        text = f"{type(cause).__name__}: {cause}"
+    return f"{type(exc).__name__}: {text or 'no detail'}"
+
+
+def _timeout_text(exc: httpx.TimeoutException) -> str:
+    try:
+        request = exc.request
+    except RuntimeError:  # raised outside a request
+        return "timed out"
+    phase, what = _TIMEOUT_PHASE.get(type(exc), ("read", "no answer"))
+    limit = (request.extensions.get("timeout") or {}).get(phase)
+    within = f"{what} within {limit:g} s" if limit else "timed out"
+    return f"{within} ({request.method} {request.url.path})"
 
 
 def translate(exc: BaseException, mailbox: str | None) -> ConnectorError:
@@ -82,7 +114,8 @@ def translate(exc: BaseException, mailbox: str | None) -> ConnectorError:
             mailbox=mailbox,
         )
     if isinstance(exc, httpx.HTTPError):
-        return ConnectorError(f"Graph transport error{where}: {exc}", mailbox=mailbox)
+        # httpx's timeouts often have no text at all: the type is what says what happened.
+        return ConnectorError(f"Graph transport error{where}: {describe(exc)}", mailbox=mailbox)
     return ConnectorError(f"Graph call failed{where}: {type(exc).__name__}: {exc}", mailbox=mailbox)
 
 

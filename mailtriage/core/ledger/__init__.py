@@ -8,6 +8,7 @@ One module per concern, each a mixin over `LedgerBase` (engine and transactions)
 - `intents`: the per-action journal: intent before a write, result right after it;
 - `state`: sync cursors and the connectors' key/value `StateStore`;
 - `leases`: which process works on which mailbox;
+- `processes`: which processes are alive (the fleet's registry, for fair shares);
 - `learning`: examples and corrections.
 
 Message bodies are stored only when `store_text = true`.
@@ -19,6 +20,7 @@ from mailtriage.core.ledger.intents import Intents, OpenIntent
 from mailtriage.core.ledger.learning import Learning
 from mailtriage.core.ledger.leases import Leases
 from mailtriage.core.ledger.messages import Messages
+from mailtriage.core.ledger.processes import Processes
 from mailtriage.core.ledger.records import (
     ActionIntent,
     Record,
@@ -43,6 +45,6 @@ __all__ = [
 ]
 
 
-class Ledger(Messages, Intents, State, Leases, Learning):
+class Ledger(Messages, Intents, State, Leases, Processes, Learning):
     """Synchronous ledger API (one short transaction per method), plus the async
     `StateStore` methods connectors use."""

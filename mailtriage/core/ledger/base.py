@@ -20,7 +20,13 @@ T = TypeVar("T")
 
 
 def _make_engine(url: str) -> Engine:
-    engine = create_engine(url, future=True, pool_pre_ping=True)
+    """The engine; a pool pre-ping (`SELECT 1` at every checkout) only for a server.
+
+    A server's connection can die while pooled (a restart, an idle timeout), and the ping
+    replaces it before a transaction fails on it. A SQLite connection is a file handle that
+    cannot drop, so there the ping would only cost a statement per transaction.
+    """
+    engine = create_engine(url, future=True, pool_pre_ping=not url.startswith("sqlite"))
     if engine.dialect.name == "sqlite":
 
         @event.listens_for(engine, "connect")

@@ -8,17 +8,68 @@ and results, is `ledger.intents`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from mailtriage.core.actions import ActionPlan
 from mailtriage.core.decision import Decision
 from mailtriage.core.ledger.base import LedgerBase
 from mailtriage.core.ledger.records import Record, action_to_json, snapshot
-from mailtriage.core.ledger.schema import ActionRow, MessageRow, Status, aware, utcnow
+from mailtriage.core.ledger.schema import (
+    ActionRow,
+    ActionState,
+    MessageRow,
+    Status,
+    aware,
+    utcnow,
+)
 from mailtriage.core.message import Message
+
+
+def _known(mailbox: str, provider_id: str, internet_message_id: str | None) -> ColumnElement[bool]:
+    """Rows of `mailbox` for this message: by provider id (original or current), Message-ID."""
+    cond = (MessageRow.provider_id == provider_id) | (MessageRow.current_provider_id == provider_id)
+    if internet_message_id:
+        cond = cond | (MessageRow.internet_message_id == internet_message_id)
+    return (MessageRow.mailbox == mailbox) & cond
+
+
+def _set_applied(s: Session, row_id: int, seqs: Sequence[int], now: datetime) -> None:
+    if seqs:
+        s.execute(
+            update(ActionRow)
+            .where(ActionRow.message_id == row_id, ActionRow.seq.in_(list(seqs)))
+            .values(state=ActionState.APPLIED, error="", updated_at=now)
+        )
+
+
+def write_decision(
+    s: Session, row: MessageRow, decision: Decision, plan: ActionPlan, *, routed_to_review: bool
+) -> None:
+    """Set the decision and its planned actions on `row` (replacing any earlier plan)."""
+    row.category = plan.category
+    row.decided_category = decision.category[:40]
+    row.confidence = decision.confidence
+    row.confidence_source = str(decision.confidence_source)
+    row.reason = decision.reason[:500]
+    row.classifier = decision.classifier
+    row.model = decision.model
+    row.latency_ms = decision.latency_ms
+    row.prompt_tokens = decision.prompt_tokens
+    row.completion_tokens = decision.completion_tokens
+    row.routed_to_review = routed_to_review
+    row.dry_run = plan.dry_run
+    row.status = Status.DRY_RUN if plan.dry_run else Status.PENDING
+    if row.actions:
+        row.actions.clear()
+        s.flush()
+    for seq, action in enumerate(plan.actions):
+        row.actions.append(ActionRow(seq=seq, kind=action.kind, params=action_to_json(action)))
+    s.flush()
 
 
 class Messages(LedgerBase):
@@ -29,18 +80,18 @@ class Messages(LedgerBase):
     ) -> Record | None:
         """The row for this message: by provider id (original or current) or Message-ID."""
         with self.session() as s:
-            cond = (MessageRow.provider_id == provider_id) | (
-                MessageRow.current_provider_id == provider_id
-            )
-            if internet_message_id:
-                cond = cond | (MessageRow.internet_message_id == internet_message_id)
             row = s.scalars(
-                select(MessageRow).where(MessageRow.mailbox == mailbox, cond).limit(1)
+                select(MessageRow).where(_known(mailbox, provider_id, internet_message_id)).limit(1)
             ).first()
             return snapshot(row) if row else None
 
     def claim(self, message: Message, owner: str = "") -> Record | None:
-        """Insert the message's row; None when another worker (or an earlier run) has it."""
+        """Insert the message's row; None when it is known already (by provider id, current
+        id or Message-ID: an earlier run) or another worker inserted it first.
+
+        The lookup and the insert are one transaction: one round trip per new message.
+        """
+        known = _known(message.mailbox, message.provider_id, message.internet_message_id)
         row = MessageRow(
             mailbox=message.mailbox,
             provider_id=message.provider_id,
@@ -52,8 +103,9 @@ class Messages(LedgerBase):
             status=Status.PENDING,
             owner=owner,
             text=message.text if self.store_text else None,
+            actions=[],
         )
-        return self._insert(row)
+        return self._insert(row, unless=known)
 
     def record_failure_seen(
         self,
@@ -76,16 +128,21 @@ class Messages(LedgerBase):
             attempts=1,
             last_error=reason,
             next_attempt_at=retry_at,
+            actions=[],
         )
         return self._insert(row)
 
-    def _insert(self, row: MessageRow) -> Record | None:
-        """Insert a new message row; None when the unique (mailbox, message) row exists."""
+    def _insert(
+        self, row: MessageRow, *, unless: ColumnElement[bool] | None = None
+    ) -> Record | None:
+        """Insert a new message row (built with `actions=[]`); None when a row matching
+        `unless` exists, or the unique (mailbox, message) row does."""
         try:
             with self.session() as s:
+                if unless is not None and s.scalar(select(MessageRow.id).where(unless).limit(1)):
+                    return None
                 s.add(row)
                 s.flush()
-                s.refresh(row, attribute_names=["actions"])
                 return snapshot(row)
         except IntegrityError:
             return None
@@ -104,37 +161,27 @@ class Messages(LedgerBase):
         """Store the decision and its planned actions (replacing any earlier plan)."""
         with self.session() as s:
             row = s.get_one(MessageRow, row_id)
-            row.category = plan.category
-            row.decided_category = decision.category[:40]
-            row.confidence = decision.confidence
-            row.confidence_source = str(decision.confidence_source)
-            row.reason = decision.reason[:500]
-            row.classifier = decision.classifier
-            row.model = decision.model
-            row.latency_ms = decision.latency_ms
-            row.prompt_tokens = decision.prompt_tokens
-            row.completion_tokens = decision.completion_tokens
-            row.routed_to_review = routed_to_review
-            row.dry_run = plan.dry_run
-            row.status = Status.DRY_RUN if plan.dry_run else Status.PENDING
-            row.actions.clear()
-            s.flush()
-            for seq, action in enumerate(plan.actions):
-                row.actions.append(
-                    ActionRow(seq=seq, kind=action.kind, params=action_to_json(action))
-                )
+            write_decision(s, row, decision, plan, routed_to_review=routed_to_review)
+            return snapshot(row)
+
+    def finish(self, row_id: int, applied: Sequence[int] = ()) -> Record:
+        """Mark the row done, and the actions `applied` (seqs whose results the journal held
+        back) applied, in one transaction; returns the row as it now stands."""
+        now = utcnow()
+        with self.session() as s:
+            _set_applied(s, row_id, applied, now)
+            row = s.get_one(MessageRow, row_id)
+            row.status = Status.DONE
+            row.last_error = ""
+            row.next_attempt_at = None
+            row.updated_at = now
             s.flush()
             return snapshot(row)
 
-    def finish(self, row_id: int) -> None:
+    def mark_applied(self, row_id: int, applied: Sequence[int]) -> None:
+        """Mark the actions `applied` of a row applied (results the journal held back)."""
         with self.session() as s:
-            s.execute(
-                update(MessageRow)
-                .where(MessageRow.id == row_id)
-                .values(
-                    status=Status.DONE, last_error="", next_attempt_at=None, updated_at=utcnow()
-                )
-            )
+            _set_applied(s, row_id, applied, utcnow())
 
     def fail(self, row_id: int, error: str, *, retry_at: datetime | None, give_up: bool) -> int:
         """Record a failed attempt; returns the attempt count."""

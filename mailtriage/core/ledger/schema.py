@@ -30,7 +30,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from mailtriage.core.errors import LedgerError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class Status:
@@ -166,6 +166,16 @@ class LeaseRow(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class ProcessRow(Base):
+    """A live `mailtriage run` process (schema 3): the fleet's registry, for fair shares."""
+
+    __tablename__ = "processes"
+    owner: Mapped[str] = mapped_column(String(100), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
 class ExampleRow(Base):
     """A labelled example learned from the mailbox's own sorting or from a correction."""
 
@@ -212,8 +222,13 @@ def _migrate_to_2(conn: Connection) -> None:
             conn.execute(text(f"ALTER TABLE actions ADD COLUMN {name} {ddl}"))
 
 
+def _migrate_to_3(conn: Connection) -> None:
+    """The process registry. A database created at version 3 already has the table."""
+    ProcessRow.__table__.create(conn, checkfirst=True)  # type: ignore[attr-defined]
+
+
 # Ordered steps: MIGRATIONS[n] brings the schema from version n to n + 1.
-MIGRATIONS: list[Callable[[Connection], None]] = [_migrate_to_1, _migrate_to_2]
+MIGRATIONS: list[Callable[[Connection], None]] = [_migrate_to_1, _migrate_to_2, _migrate_to_3]
 
 
 def migrate(engine: Engine, *, attempts: int = 10) -> int:

@@ -11,9 +11,10 @@ immutable id survives a move within the mailbox, as Graph documents), createForw
 PATCH / send delivering into emulator mailboxes and Sent Items, extended properties with
 `$expand`/`$filter`, subscriptions whose notificationUrl is really validated and really
 notified, injected 429/503 with Retry-After, the 4-concurrent-requests-per-mailbox
-limit, per-mailbox permissions, and an Entra client-credentials token endpoint. Writes can
-lose their answer after they are done (`lose_response`), and a test can act right after a
-given kind of write (`on_executed`); see `sandbox.faults`.
+limit and the 10,000-requests-per-10-minutes one, per-mailbox permissions, and an Entra
+client-credentials token endpoint. Writes can lose their answer after they are done
+(`lose_response`), and a test can act right after a given kind of write (`on_executed`);
+see `sandbox.faults`.
 Deviations: plain http notification URLs are accepted (loopback), and the token
 endpoint accepts any tenant.
 """
@@ -347,6 +348,11 @@ class GraphEmulator(Running):
             for tok, ds in list(self.state.delta_tokens.items()):
                 if address is None or ds.mailbox == address.lower():
                     del self.state.delta_tokens[tok]
+
+    def limit_mailbox_rate(self, requests: int, window_s: float) -> None:
+        """Each mailbox answers 429 past `requests` in any `window_s` (Outlook: 10,000 per
+        600 s, the default); tests shrink both to see pacing in seconds."""
+        self.state.mailbox_rate = (requests, window_s)
 
     def set_latency(self, seconds: float) -> None:
         self.state.latency_s = seconds

@@ -11,8 +11,10 @@ import asyncio
 import contextlib
 import copy
 import json
+import math
 import re
 import secrets
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -379,6 +381,15 @@ class GraphApp:
                         "Access token validation failure. Invalid audience.",
                     )
             if mb is not None:
+                with st.lock:
+                    wait = mb.over_rate(*st.mailbox_rate, time.monotonic())
+                if wait is not None:
+                    raise GraphError(
+                        429,
+                        "TooManyRequests",
+                        "Too many requests to this mailbox; retry after the Retry-After time.",
+                        {"Retry-After": f"{max(1, math.ceil(wait))}"},
+                    )
                 with st.lock:
                     mb.inflight += 1
                     counted = True

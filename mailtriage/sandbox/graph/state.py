@@ -12,6 +12,7 @@ import re
 import secrets
 import threading
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -122,6 +123,20 @@ class Mailbox:
     inflight: int = 0
     max_inflight: int = 0
     rejected_concurrency: int = 0
+    # When this mailbox's recent requests arrived (the 10,000-per-10-minutes limit).
+    arrivals: deque[float] = field(default_factory=deque)
+    rejected_rate: int = 0
+
+    def over_rate(self, limit: int, window_s: float, now: float) -> float | None:
+        """Count one request at `now`; None when within `limit` per `window_s`, else the
+        seconds until the oldest counted request leaves the window (nothing counted)."""
+        while self.arrivals and self.arrivals[0] <= now - window_s:
+            self.arrivals.popleft()
+        if len(self.arrivals) >= limit:
+            self.rejected_rate += 1
+            return self.arrivals[0] + window_s - now
+        self.arrivals.append(now)
+        return None
 
     def well_known(self, name: str) -> Folder:
         for f in self.folders.values():
@@ -227,6 +242,8 @@ class State:
         self.subscriptions: dict[str, Subscription] = {}
         self.log: list[LoggedRequest] = []
         self.concurrency_limit = 4
+        # Outlook: 10,000 API requests in a 10-minute period per app ID and mailbox.
+        self.mailbox_rate: tuple[int, float] = (10_000, 600.0)
         self.latency_s = 0.0
         self.require_auth = False
         self.clients: dict[str, str] = {}  # client_id -> secret (token endpoint)
