@@ -50,16 +50,13 @@ from mailtriage.core.ledger import Ledger  # noqa: E402
 from mailtriage.data import EXAMPLE_CONFIG  # noqa: E402
 from mailtriage.sandbox.graph import GraphEmulator  # noqa: E402
 from mailtriage.sandbox.llm import SandboxLLM  # noqa: E402
-from mailtriage.sandbox.process import DEPARTMENTS, ServiceProcess, write_toml  # noqa: E402
+from mailtriage.sandbox.process import (  # noqa: E402
+    BENCH_MAILS,
+    DEPARTMENTS,
+    ServiceProcess,
+    write_toml,
+)
 from mailtriage.sandbox.server import free_port  # noqa: E402
-
-MAILS = [
-    ("Candidature spontanée", "Bonjour, je vous adresse ma candidature et mon CV pour le poste."),
-    ("Facture 2024-118", "Veuillez trouver notre facture fournisseur, échéance au 30."),
-    ("Ma commande n'est pas arrivée", "Ma commande n 4412 : colis pas reçu, remboursement ?"),
-    ("Demande de devis", "Pourriez-vous nous faire un devis pour 40 chaises ?"),
-    ("Newsletter de novembre", "Promotion exclusive -30% ce week-end. Se désabonner."),
-]
 
 
 @dataclass
@@ -162,7 +159,7 @@ def deliver(run: Run) -> int:
     n = 0
     for address in run.addresses:
         for i in range(run.args.messages):
-            subject, body = MAILS[(n + i) % len(MAILS)]
+            subject, body = BENCH_MAILS[(n + i) % len(BENCH_MAILS)]
             msg = run.emu.deliver(
                 address, subject=f"{subject} #{n}", body=body, sender=f"c{n}@example.org"
             )

@@ -43,19 +43,13 @@ from mailtriage.sandbox.graph import GraphEmulator
 from mailtriage.sandbox.graph.config import sandbox_settings
 from mailtriage.sandbox.graph.state import LoggedRequest
 from mailtriage.sandbox.llm import DEFAULT_MODEL, SandboxLLM
+from mailtriage.sandbox.process import BENCH_MAILS
 
 DEPARTMENTS = [
     "rh@atelier-dupont.fr",
     "compta@atelier-dupont.fr",
     "sav@atelier-dupont.fr",
     "commercial@atelier-dupont.fr",
-]
-MAILS = [
-    ("Candidature spontanée", "Bonjour, je vous adresse ma candidature et mon CV pour le poste."),
-    ("Facture 2024-118", "Veuillez trouver notre facture fournisseur, échéance au 30."),
-    ("Ma commande n'est pas arrivée", "Ma commande n 4412 : colis pas reçu, remboursement ?"),
-    ("Demande de devis", "Pourriez-vous nous faire un devis pour 40 chaises ?"),
-    ("Newsletter de novembre", "Promotion exclusive -30% ce week-end. Se désabonner."),
 ]
 
 
@@ -167,7 +161,7 @@ async def run_case(
         await sync_all(pipeline, boxes)  # start-up: cursor "from now"
         for address in shared:
             for i in range(per_mailbox):
-                subject, body = MAILS[i % len(MAILS)]
+                subject, body = BENCH_MAILS[i % len(BENCH_MAILS)]
                 emu.deliver(
                     address, subject=f"{subject} #{i}", body=body, sender=f"c{i}@example.org"
                 )
@@ -233,7 +227,7 @@ async def connector_only(
         cursors = {b.address: (await b.changes(None)).cursor for b in boxes}
         for address in shared:
             for i in range(per_mailbox):
-                subject, body = MAILS[i % len(MAILS)]
+                subject, body = BENCH_MAILS[i % len(BENCH_MAILS)]
                 emu.deliver(address, subject=f"{subject} #{i}", body=body, sender=f"c{i}@ex.org")
         emu.set_latency(graph_latency_ms / 1000)
         before = len(emu.requests)

@@ -52,13 +52,6 @@ DEPARTMENTS = (
     "sav@atelier-dupont.fr",
     "commercial@atelier-dupont.fr",
 )
-MAILS = [
-    ("Candidature spontanée", "Bonjour, je vous adresse ma candidature et mon CV pour le poste."),
-    ("Facture 2024-118", "Veuillez trouver notre facture fournisseur, échéance au 30."),
-    ("Ma commande n'est pas arrivée", "Ma commande n 4412 : colis pas reçu, remboursement ?"),
-    ("Demande de devis", "Pourriez-vous nous faire un devis pour 40 chaises ?"),
-    ("Newsletter de novembre", "Promotion exclusive -30% ce week-end. Se désabonner."),
-]
 
 
 def _status_kb(field: str) -> int:
@@ -272,7 +265,7 @@ def run_case(
     from mailtriage.sandbox.gmail import GmailEmulator
     from mailtriage.sandbox.graph import GraphEmulator
     from mailtriage.sandbox.llm import SandboxLLM
-    from mailtriage.sandbox.process import write_toml
+    from mailtriage.sandbox.process import BENCH_MAILS, write_toml
 
     domain = "atelier-dupont.fr" if provider == "graph" else "atelier-dupont.com"
     addresses = [f"contact{i}@{domain}" for i in range(n)]
@@ -316,7 +309,7 @@ def run_case(
         r1 = requests()
         for address in addresses:
             for i in range(per_mailbox):
-                subject, body = MAILS[i % len(MAILS)]
+                subject, body = BENCH_MAILS[i % len(BENCH_MAILS)]
                 if provider == "graph":
                     emu.deliver(
                         address, subject=f"{subject} #{i}", body=body, sender=f"c{i}@example.org"

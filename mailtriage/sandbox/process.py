@@ -32,6 +32,15 @@ DEPARTMENTS = (
     "commercial@atelier-dupont.fr",
     "compta@atelier-dupont.fr",
 )
+# One mail per category of the example configuration (four forward, advertising does not),
+# the load the benchmarks deliver in rotation.
+BENCH_MAILS = [
+    ("Candidature spontanée", "Bonjour, je vous adresse ma candidature et mon CV pour le poste."),
+    ("Facture 2024-118", "Veuillez trouver notre facture fournisseur, échéance au 30."),
+    ("Ma commande n'est pas arrivée", "Ma commande n 4412 : colis pas reçu, remboursement ?"),
+    ("Demande de devis", "Pourriez-vous nous faire un devis pour 40 chaises ?"),
+    ("Newsletter de novembre", "Promotion exclusive -30% ce week-end. Se désabonner."),
+]
 TOPIC = "projects/sandbox-project/topics/mailtriage"
 KEY_ENV = "MT_PROC_GMAIL_KEY"
 MAILTRIAGE = Path(sys.executable).with_name("mailtriage")
